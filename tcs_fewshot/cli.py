@@ -1,0 +1,162 @@
+"""The ``tcs-fewshot`` command line: thin wrappers over library calls.
+
+Exit codes: 0 success, 1 a method failed on some tasks (records kept), 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from tcs_fewshot.errors import TcsFewshotError
+
+console = Console()
+
+
+def _comma_list(ctx, param, value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = tuple(item.strip() for item in value.split(",") if item.strip())
+    if not items:
+        raise click.BadParameter("give at least one name, comma-separated")
+    return items
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tcs-fewshot")
+def main() -> None:
+    """Few-shot evaluation with honest statistics, and TCS distillation."""
+
+
+@main.command()
+@click.option("--features", default="digits", show_default=True,
+              help="'digits' (bundled demo) or an .npz features file (ids, labels, features[, split, is_train]).")
+@click.option("--protocol", type=click.Choice(["episodic", "pfsl"]), default="episodic", show_default=True)
+@click.option("--split", default="test", show_default=True, help="Split whose classes episodic tasks use.")
+@click.option("--ways", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--shots", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--queries", type=click.IntRange(min=1), default=15, show_default=True)
+@click.option("--tasks", "n_tasks", type=click.IntRange(min=1), default=600, show_default=True,
+              help="Tasks (episodic) or repeats of the shot draw (pFSL).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--methods", callback=_comma_list, default="ncm,simpleshot,logreg", show_default=True,
+              help="Comma-separated method names.")
+@click.option("--tasks-file", type=click.Path(dir_okay=False), default=None,
+              help="Evaluate on the tasks of this file instead of sampling.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Run directory (default runs/<features>-<shape>-seed<seed>-n<tasks>); re-running resumes.")
+@click.option("--ci", type=click.Choice(["normal", "t"]), default="normal", show_default=True,
+              help="CI quantile: normal 1.96 or Student t (n-1).")
+@click.option("--reference", default=None, help="Method that paired differences are taken against (default: first).")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first method failure (records kept).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def run(features, protocol, split, ways, shots, queries, n_tasks, seed, methods, tasks_file, out, ci,
+        reference, fail_fast, no_progress) -> None:
+    """Evaluate methods on identical tasks; write records, manifest and tables to the run directory.
+
+    Example: tcs-fewshot run --shots 5 --tasks 600 --methods ncm,logreg
+    """
+    from tcs_fewshot.evaluation.experiment import RunConfig, run_experiment
+    from tcs_fewshot.evaluation.report import (
+        readable_paired, readable_summary, rich_table, without_constant_settings, write_table,
+    )
+
+    config = RunConfig(features=features, protocol=protocol, split=split, ways=ways, shots=shots,
+                       queries=queries, tasks=n_tasks, seed=seed, methods=methods, tasks_file=tasks_file,
+                       ci=ci, reference=reference)
+    result = run_experiment(config, run_dir=out, progress=not no_progress, fail_fast=fail_fast)
+    table = readable_summary(result.summary)
+    differences = readable_paired(result.paired)
+    narrow, setting = without_constant_settings(table)
+    console.print(rich_table(narrow, title=setting))
+    if len(differences):
+        narrow, setting = without_constant_settings(differences)
+        console.print(rich_table(narrow, title=f"paired differences: {setting}"))
+    write_table(table, result.run_dir / "summary.md")
+    write_table(result.summary, result.run_dir / "summary.csv")
+    write_table(differences, result.run_dir / "paired.md")
+    console.print(f"records, manifest and tables in {result.run_dir}")
+    if result.failures:
+        console.print(f"[red]{result.failures} (task, method) runs failed; see the failure column in the records")
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex"]), default="md", show_default=True)
+@click.option("--paired/--summary", "show_paired", default=False, help="Paired differences instead of the summary.")
+@click.option("--reference", default=None, help="Reference method for --paired (default: every pair).")
+@click.option("--ci", type=click.Choice(["normal", "t"]), default="normal", show_default=True)
+def report(run_dir, fmt, show_paired, reference, ci) -> None:
+    """Print a run's summary (or paired differences) as markdown, CSV or LaTeX.
+
+    Example: tcs-fewshot report runs/digits-episodic-5way5shot15q-seed0-n600 --format latex
+    """
+    from tcs_fewshot.evaluation.report import readable_paired, readable_summary, to_latex, to_markdown
+    from tcs_fewshot.evaluation.manifest import read_manifest
+    from tcs_fewshot.evaluation.store import load_records
+    from tcs_fewshot.evaluation.stats import paired, summary
+
+    records = load_records(run_dir)
+    methods = read_manifest(run_dir).get("methods")
+    if show_paired:
+        table = paired(records, reference=reference, ci=ci, methods=methods)
+        readable = readable_paired(table)
+    else:
+        table = summary(records, ci=ci, methods=methods)
+        readable = readable_summary(table)
+    if fmt == "csv":
+        click.echo(table.to_csv(index=False), nl=False)
+    else:
+        click.echo(to_markdown(readable) if fmt == "md" else to_latex(readable), nl=False)
+
+
+@main.command("tasks")
+@click.option("--features", default="digits", show_default=True, help="'digits' or an .npz features file.")
+@click.option("--protocol", type=click.Choice(["episodic", "pfsl"]), default="episodic", show_default=True)
+@click.option("--split", default="test", show_default=True)
+@click.option("--ways", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--shots", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--queries", type=click.IntRange(min=1), default=15, show_default=True)
+@click.option("--tasks", "n_tasks", type=click.IntRange(min=1), default=600, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Task file (.json or .json.gz).")
+def export_tasks(features, protocol, split, ways, shots, queries, n_tasks, seed, out) -> None:
+    """Write a task file that other projects can evaluate on (ids, labels, checksums).
+
+    Example: tcs-fewshot tasks --shots 1 --tasks 600 --out tasks-1shot.json.gz
+    """
+    from tcs_fewshot.data.taskfile import save_tasks
+    from tcs_fewshot.data.tasks import TaskSpec, sample_tasks
+    from tcs_fewshot.evaluation.experiment import load_inputs
+
+    index, _ = load_inputs(features)
+    spec = TaskSpec(protocol=protocol, split=split, ways=ways, shots=shots, queries=queries, seed=seed)
+    checksum = save_tasks(sample_tasks(index, spec, n_tasks), Path(out))
+    console.print(f"{n_tasks} tasks ({spec.describe()}) written to {out}; checksum {checksum}")
+
+
+def entry_point() -> None:
+    """Console script: user mistakes become one line on stderr and exit code 2."""
+    from tcs_fewshot.evaluation.evaluator import MethodFailure
+
+    try:
+        main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except TcsFewshotError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except MethodFailure as error:
+        click.echo(f"stopped (--fail-fast): {error}", err=True)
+        sys.exit(1)
+    except OSError as error:
+        click.echo(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), err=True)
+        sys.exit(2)

@@ -1,0 +1,1 @@
+"""Benchmark adapters, label indexes and the deterministic task sampler."""

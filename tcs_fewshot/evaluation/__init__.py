@@ -1,0 +1,1 @@
+"""Evaluator, records store, statistics and reports."""

@@ -1,0 +1,241 @@
+"""Run any set of methods on identical tasks and record one row per (task, method).
+
+    records = evaluate(task_set, {"ncm": NearestClassMean()}, inputs=features, run_dir="runs/a")
+
+``inputs`` maps item ids to what methods consume (a :class:`FeatureSet`, or any
+function ``ids -> inputs``, e.g. one that loads images). Episodes that already carry
+their inputs (from the learn2learn and easyfsl adapters) need no ``inputs``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tracemalloc
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tcs_fewshot.data.taskfile import save_tasks
+from tcs_fewshot.data.tasks import Task, TaskSet
+from tcs_fewshot.errors import RunDirectoryError, TcsFewshotError
+from tcs_fewshot.evaluation.manifest import open_manifest
+from tcs_fewshot.evaluation.progress import RunProgress
+from tcs_fewshot.evaluation.store import RecordStore, records_frame
+from tcs_fewshot.methods.protocol import as_method, predicted_labels
+
+
+@dataclass(frozen=True, eq=False)
+class Episode:
+    """A task with its inputs resolved: what ``fit`` and ``predict`` receive.
+
+    Attributes:
+        task_index: Position of the task in its task set.
+        checksum: Content checksum that pairs rows of the same task across methods and runs.
+        support_inputs: ``n_support`` inputs (a ``(n_support, dim)`` matrix, a tensor batch, ...).
+        support_labels: ``(n_support,)`` int64 in ``0..n_way-1``.
+        query_inputs: ``n_query`` inputs.
+        query_labels: ``(n_query,)`` int64.
+        n_way: Number of classes.
+    """
+
+    task_index: int
+    checksum: str
+    support_inputs: Any
+    support_labels: np.ndarray
+    query_inputs: Any
+    query_labels: np.ndarray
+    n_way: int
+
+    @classmethod
+    def from_task(cls, task: Task, inputs: Callable[[np.ndarray], Any]) -> Episode:
+        return cls(
+            task_index=task.index,
+            checksum=task.checksum,
+            support_inputs=inputs(task.support_ids),
+            support_labels=task.support_labels,
+            query_inputs=inputs(task.query_ids),
+            query_labels=task.query_labels,
+            n_way=len(task.classes),
+        )
+
+
+class MethodFailure(Exception):
+    """Raised with ``fail_fast=True`` after the failing task's rows are stored."""
+
+
+class _MemoryMeter:
+    """Peak memory of one fit+predict: Python heap incl. numpy (tracemalloc), or CUDA when used."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.started_here = False
+
+    def __enter__(self) -> _MemoryMeter:
+        if self.enabled and not tracemalloc.is_tracing():
+            tracemalloc.start()
+            self.started_here = True
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.started_here:
+            tracemalloc.stop()
+
+    def reset(self) -> None:
+        if self.enabled:
+            tracemalloc.reset_peak()
+            self.baseline = tracemalloc.get_traced_memory()[0]
+            self.cuda = _cuda_reset()
+
+    def peak_mb(self) -> float | None:
+        if not self.enabled:
+            return None
+        peak = tracemalloc.get_traced_memory()[1] - self.baseline
+        if self.cuda:
+            import torch
+
+            peak = max(peak, torch.cuda.max_memory_allocated())
+        return peak / 2**20
+
+
+def _cuda_reset() -> bool:
+    torch = __import__("sys").modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return False
+    torch.cuda.reset_peak_memory_stats()
+    return True
+
+
+def _run_one(method: Any, episode: Episode, meter: _MemoryMeter) -> dict[str, Any]:
+    meter.reset()
+    row: dict[str, Any] = {"n_query": int(len(episode.query_labels))}
+    try:
+        started = time.perf_counter()
+        method.fit(episode.support_inputs, episode.support_labels)
+        fitted = time.perf_counter()
+        predictions = method.predict(episode.query_inputs)
+        row["predict_seconds"] = time.perf_counter() - fitted
+        row["fit_seconds"] = fitted - started
+        labels = predicted_labels(predictions, row["n_query"], episode.n_way)
+    except Exception as error:  # a method's bug is recorded, not fatal: the run goes on
+        message = " ".join(f"{type(error).__name__}: {error}".split())
+        row["failure"] = message[:500]
+        row["accuracy"] = None
+        return row
+    row["peak_memory_mb"] = meter.peak_mb()
+    row["n_correct"] = int((labels == episode.query_labels).sum())
+    row["accuracy"] = row["n_correct"] / max(row["n_query"], 1)
+    return row
+
+
+def evaluate(
+    tasks: TaskSet | Iterable[Task | Episode],
+    methods: Mapping[str, Any],
+    inputs: Callable[[np.ndarray], Any] | None = None,
+    *,
+    run_dir: str | os.PathLike | None = None,
+    config: Mapping[str, Any] | None = None,
+    fail_fast: bool = False,
+    measure_memory: bool = True,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Evaluate ``methods`` on every task and return the records, one row per (task, method).
+
+    Args:
+        tasks: A :class:`TaskSet` (recommended: its spec and checksum are recorded),
+            or any iterable of :class:`Task` (needs ``inputs``) or :class:`Episode`.
+        methods: name -> method object (``fit``/``predict``) or function
+            ``(support_x, support_y, query_x) -> predictions``.
+        inputs: ids -> inputs, e.g. a :class:`FeatureSet`.
+        run_dir: Directory for the crash-safe store, the manifest and the tasks file.
+            A re-run into it skips finished (task, method) pairs, so a killed run resumes.
+        config: Extra settings to record; a resume must have the same.
+        fail_fast: Stop at the first failing method (its row is stored first).
+        measure_memory: Record peak memory per (task, method) with tracemalloc (slows
+            Python-heavy methods a little; off gives ``peak_memory_mb = NaN``).
+        progress: Show a rich progress bar with the live mean and 95% CI per method.
+
+    Returns:
+        The records of all tasks (stored ones included), ordered by task then method.
+    """
+    if not methods:
+        raise TcsFewshotError("no methods to evaluate; name at least one")
+    prepared = {name: as_method(method) for name, method in methods.items()}
+    spec_columns = _spec_columns(tasks)
+    store, done = None, {}
+    if run_dir is not None:
+        store, done = _open_run(Path(run_dir), tasks, list(prepared), config)
+    stored_checksums = {task_index: checksum for (task_index, _), checksum in done.items()}
+    rows: list[dict[str, Any]] = []
+    total = len(tasks) if hasattr(tasks, "__len__") else None
+    try:
+        with _MemoryMeter(measure_memory) as meter, RunProgress(list(prepared), total, progress) as bar:
+            if store is not None:
+                bar.add(store.records())
+            for item in tasks:
+                task_index = item.task_index if isinstance(item, Episode) else item.index
+                todo = [name for name in prepared if (task_index, name) not in done]
+                if not todo:
+                    bar.advance([])
+                    continue
+                episode = item if isinstance(item, Episode) else _episode(item, inputs)
+                stored_checksum = stored_checksums.get(task_index)
+                if stored_checksum not in (None, episode.checksum):
+                    raise RunDirectoryError(
+                        f"task {task_index} differs from the one stored in '{run_dir}'; use another --out"
+                    )
+                task_rows = [
+                    {**spec_columns, "task_index": task_index, "task_checksum": episode.checksum,
+                     "method": name, **_run_one(prepared[name], episode, meter)}
+                    for name in todo
+                ]
+                if store is not None:
+                    store.add(task_rows)
+                else:
+                    rows.extend(task_rows)
+                bar.advance(task_rows)
+                failed = [row for row in task_rows if row.get("failure")]
+                if fail_fast and failed:
+                    raise MethodFailure(f"method '{failed[0]['method']}' failed on task {task_index}: {failed[0]['failure']}")
+        return store.records() if store is not None else records_frame(rows)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _episode(task: Task, inputs: Callable[[np.ndarray], Any] | None) -> Episode:
+    if inputs is None:
+        raise TcsFewshotError("tasks name items by id: pass inputs= (a FeatureSet or a function ids -> inputs)")
+    return Episode.from_task(task, inputs)
+
+
+def _spec_columns(tasks: Any) -> dict[str, Any]:
+    if not isinstance(tasks, TaskSet):
+        return {}
+    return {"dataset": tasks.dataset_name, **{key: value for key, value in tasks.spec.as_dict().items()}}
+
+
+def _open_run(
+    run_dir: Path, tasks: Any, method_names: list[str], config: Mapping[str, Any] | None
+) -> tuple[RecordStore, dict[tuple[int, str], str]]:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise TcsFewshotError(f"cannot create run directory '{run_dir}' ({error.strerror}); choose another --out") from None
+    identity: dict[str, Any] = {"config": dict(config or {})}
+    if isinstance(tasks, TaskSet):
+        identity.update(
+            tasks_checksum=tasks.checksum,
+            dataset={"name": tasks.dataset_name, "fingerprint": tasks.dataset_fingerprint},
+            spec=tasks.spec.as_dict(),
+            n_tasks=len(tasks),
+        )
+    open_manifest(run_dir, identity, method_names)
+    if isinstance(tasks, TaskSet) and not (run_dir / "tasks.json.gz").exists():
+        save_tasks(tasks, run_dir / "tasks.json.gz")
+    store = RecordStore(run_dir / "records.sqlite")
+    return store, store.done()

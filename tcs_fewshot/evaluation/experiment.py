@@ -1,0 +1,115 @@
+"""One evaluation run from a config: what ``tcs-fewshot run`` calls, importable as is."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tcs_fewshot.data.digits import load_digits_benchmark
+from tcs_fewshot.data.index import LabelIndex
+from tcs_fewshot.data.taskfile import load_tasks
+from tcs_fewshot.data.tasks import TaskSet, TaskSpec, sample_tasks
+from tcs_fewshot.errors import TcsFewshotError
+from tcs_fewshot.evaluation.evaluator import evaluate
+from tcs_fewshot.evaluation.stats import paired, summary
+from tcs_fewshot.methods import build_probe
+from tcs_fewshot.models.features import FeatureSet, load_features_file
+
+BASE_SPLITS = ("train", "base", "background")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run; saved in the run manifest.
+
+    Attributes:
+        features: ``digits`` (the bundled demo) or the path of an ``.npz`` features file.
+        protocol, split, ways, shots, queries, seed: the :class:`TaskSpec`.
+        tasks: Number of tasks (episodic) or repeats of the shot draw (pFSL).
+        methods: Registry names of the methods, in report order.
+        tasks_file: Evaluate on the tasks of this file instead of sampling (spec taken from it).
+        ci: ``normal`` or ``t`` (see :mod:`tcs_fewshot.evaluation.stats`).
+        reference: Method that paired differences are taken against (default: the first).
+    """
+
+    features: str = "digits"
+    protocol: str = "episodic"
+    split: str = "test"
+    ways: int = 5
+    shots: int = 5
+    queries: int = 15
+    tasks: int = 600
+    seed: int = 0
+    methods: tuple[str, ...] = ("ncm", "simpleshot", "logreg")
+    tasks_file: str | None = None
+    ci: str = "normal"
+    reference: str | None = None
+
+    def default_run_dir(self) -> Path:
+        name = Path(self.features).stem if self.features != "digits" else "digits"
+        shape = f"{self.shots}shot" if self.protocol == "pfsl" else f"{self.ways}way{self.shots}shot{self.queries}q"
+        return Path("runs") / f"{name}-{self.protocol}-{shape}-seed{self.seed}-n{self.tasks}"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    task_set: TaskSet
+    records: pd.DataFrame
+    summary: pd.DataFrame
+    paired: pd.DataFrame
+
+    @property
+    def failures(self) -> int:
+        return int(self.records["failure"].notna().sum())
+
+
+def load_inputs(features: str) -> tuple[LabelIndex, FeatureSet]:
+    """The label index and feature set named by ``features`` (``digits`` or a file path)."""
+    if features == "digits":
+        return load_digits_benchmark()
+    return load_features_file(features)
+
+
+def base_mean(index: LabelIndex, feature_set: FeatureSet) -> np.ndarray | None:
+    """Mean feature of the base split (the first of train/base/background present), else None."""
+    for split in BASE_SPLITS:
+        if split in index.class_splits:
+            classes = set(index.class_splits[split])
+            mask = [label in classes for label in index.labels.tolist()]
+            return feature_set.mean(index.item_ids[mask])
+    return None
+
+
+def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progress: bool = False,
+                   fail_fast: bool = False) -> RunResult:
+    """Sample (or load) the tasks, evaluate the methods into ``run_dir`` and summarise.
+
+    Re-running with the same config and ``run_dir`` resumes: finished tasks are kept.
+    """
+    if not config.methods:
+        raise TcsFewshotError("no methods given; pass --methods, e.g. ncm,simpleshot,logreg")
+    index, feature_set = load_inputs(config.features)
+    if config.tasks_file:
+        task_set = load_tasks(config.tasks_file, index=index)
+    else:
+        spec = TaskSpec(protocol=config.protocol, split=config.split, ways=config.ways, shots=config.shots,
+                        queries=config.queries, seed=config.seed)
+        task_set = sample_tasks(index, spec, config.tasks)
+    mean = base_mean(index, feature_set)
+    methods = {name: build_probe(name, mean) for name in config.methods}
+    run_dir = Path(run_dir) if run_dir is not None else config.default_run_dir()
+    recorded = {k: v for k, v in asdict(config).items() if k not in ("methods", "ci", "reference")}
+    records = evaluate(task_set, methods, feature_set, run_dir=run_dir, config=recorded,
+                       fail_fast=fail_fast, progress=progress)
+    reference = config.reference or config.methods[0]
+    return RunResult(
+        run_dir=run_dir,
+        task_set=task_set,
+        records=records,
+        summary=summary(records, ci=config.ci, methods=config.methods),
+        paired=paired(records, reference=reference, ci=config.ci, methods=config.methods),
+    )

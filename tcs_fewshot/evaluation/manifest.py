@@ -1,0 +1,122 @@
+"""The run manifest: what a run was, so its numbers can be reproduced and trusted.
+
+``manifest.json`` in the run directory holds the config, the task-set checksum, the
+dataset fingerprint, and one entry per session (start time, package versions, git
+revision, command line). A re-run into the same directory must have the same config
+and tasks, or it is refused; methods may be added.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tcs_fewshot.errors import RunDirectoryError
+
+FORMAT = "tcs-fewshot/run"
+VERSION = 1
+PACKAGES = ("tcs-fewshot", "numpy", "scipy", "pandas", "scikit-learn", "torch", "torchvision", "timm", "learn2learn")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages that can change a result (``None`` if absent)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def git_revision() -> str | None:
+    """The toolkit's git revision when it runs from a checkout, else ``None``."""
+    source = Path(__file__).resolve().parents[2]
+    if not (source / ".git").exists():
+        return None
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(source), "describe", "--always", "--dirty", "--abbrev=40"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None
+
+
+def _session() -> dict[str, Any]:
+    return {
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": package_versions(),
+        "git_revision": git_revision(),
+        "platform": platform.platform(),
+        "argv": sys.argv,
+    }
+
+
+def open_manifest(run_dir: Path, identity: Mapping[str, Any], methods: list[str]) -> dict[str, Any]:
+    """Create or extend ``run_dir/manifest.json``; refuse a run directory of another run.
+
+    Args:
+        identity: What must match on resume: config, tasks checksum, dataset fingerprint.
+        methods: Method names of this session (added to those already recorded).
+    """
+    path = run_dir / "manifest.json"
+    identity = json.loads(json.dumps(identity, default=str))
+    if path.exists():
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise RunDirectoryError(f"'{path}' is damaged ({error}); move the run directory away or use another --out") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise RunDirectoryError(f"'{path}' is not a tcs-fewshot run manifest; use another --out")
+        for key, value in identity.items():
+            if manifest.get(key) != value:
+                what, stored, now = _first_difference(key, manifest.get(key), value)
+                raise RunDirectoryError(
+                    f"run directory '{run_dir}' holds another run ({what} was {stored}, now {now}); "
+                    "use another --out to start a new run"
+                )
+        manifest["methods"] = list(dict.fromkeys([*manifest.get("methods", []), *methods]))
+        manifest.setdefault("sessions", []).append(_session())
+    else:
+        manifest = {"format": FORMAT, "version": VERSION, **identity, "methods": methods, "sessions": [_session()]}
+    write_json_atomically(path, manifest)
+    return manifest
+
+
+def _first_difference(key: str, stored: Any, now: Any) -> tuple[str, str, str]:
+    """The first (dotted key, stored, now) at which two JSON values differ."""
+    if isinstance(stored, dict) and isinstance(now, dict):
+        for sub_key in sorted(set(stored) | set(now)):
+            if stored.get(sub_key) != now.get(sub_key):
+                return _first_difference(f"{key}.{sub_key}", stored.get(sub_key), now.get(sub_key))
+    return key, json.dumps(stored, default=str)[:60], json.dumps(now, default=str)[:60]
+
+
+def write_json_atomically(path: Path, document: Any) -> None:
+    """Write JSON so that a crash leaves either the old or the new file, never half of one."""
+    temporary = path.with_name(path.name + ".partial")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=2, sort_keys=True, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        raise RunDirectoryError(f"'{run_dir}' is not a run directory (no manifest.json); pass the --out of a run")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise RunDirectoryError(f"'{path}' is damaged ({error})") from None

@@ -1,0 +1,86 @@
+"""Tables from records: formatted for reading (terminal, markdown, LaTeX) or raw (CSV)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+from rich.table import Table
+
+from tcs_fewshot.errors import TcsFewshotError
+
+FORMATS = ("md", "csv", "latex")
+
+
+def readable_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`summary` table with ``accuracy ± ci95`` as text and rounded costs."""
+    settings = [c for c in table.columns if c not in {
+        "method", "n", "failures", "accuracy", "ci95", "std", "fit_seconds", "predict_seconds", "peak_memory_mb"}]
+    readable = table[settings + ["method"]].copy()
+    readable["accuracy (%)"] = [f"{a:.2f} ± {c:.2f}" for a, c in zip(table["accuracy"], table["ci95"])]
+    readable["n"] = table["n"]
+    readable["failures"] = table["failures"]
+    readable["fit (ms)"] = (table["fit_seconds"] * 1000).round(2)
+    readable["predict (ms)"] = (table["predict_seconds"] * 1000).round(2)
+    readable["peak memory (MB)"] = table["peak_memory_mb"].round(2)
+    readable.attrs = dict(table.attrs)
+    return readable
+
+
+def readable_paired(table: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`paired` table with ``difference ± ci95`` as text."""
+    settings = [c for c in table.columns if c not in {
+        "method", "reference", "n_pairs", "difference", "ci95", "ci_low", "ci_high", "wins", "losses"}]
+    readable = table[settings + ["method", "reference"]].copy()
+    readable["difference (points)"] = [f"{d:+.2f} ± {c:.2f}" for d, c in zip(table["difference"], table["ci95"])]
+    readable["n pairs"] = table["n_pairs"]
+    readable["wins/losses"] = [f"{w}/{l}" for w, l in zip(table["wins"], table["losses"])]
+    readable.attrs = dict(table.attrs)
+    return readable
+
+
+def without_constant_settings(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Drop setting columns that hold one value (for narrow terminals); return them as text."""
+    from tcs_fewshot.evaluation.stats import GROUP_COLUMNS
+
+    constant = [c for c in GROUP_COLUMNS if c in table.columns and table[c].nunique(dropna=False) <= 1]
+    described = ", ".join(f"{c} {table[c].iloc[0]}" for c in constant if len(table))
+    narrow = table.drop(columns=constant)
+    narrow.attrs = dict(table.attrs)
+    return narrow, described
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table; footnote from ``table.attrs['ci']`` when present."""
+    text = table.to_markdown(index=False)
+    if table.attrs.get("ci"):
+        text += f"\n\n{table.attrs['ci']}."
+    return text + "\n"
+
+
+def to_latex(table: pd.DataFrame) -> str:
+    return table.to_latex(index=False, escape=True).replace("±", r"$\pm$")
+
+
+def write_table(table: pd.DataFrame, path: str | os.PathLike, fmt: str | None = None) -> Path:
+    """Write ``table`` as md, csv or latex (from ``fmt`` or the file suffix)."""
+    path = Path(path)
+    fmt = fmt or {".md": "md", ".csv": "csv", ".tex": "latex"}.get(path.suffix)
+    if fmt not in FORMATS:
+        raise TcsFewshotError(f"unknown report format '{fmt}'; use one of: {', '.join(FORMATS)}")
+    if fmt == "csv":
+        table.to_csv(path, index=False)
+    else:
+        path.write_text(to_markdown(table) if fmt == "md" else to_latex(table), encoding="utf-8")
+    return path
+
+
+def rich_table(table: pd.DataFrame, title: str | None = None) -> Table:
+    """A rich Table of any (readable) DataFrame, for the terminal."""
+    rich = Table(title=title, caption=table.attrs.get("ci"))
+    for column in table.columns:
+        rich.add_column(str(column), justify="left" if table[column].dtype == object else "right")
+    for row in table.itertuples(index=False):
+        rich.add_row(*("" if pd.isna(value) else str(value) for value in row))
+    return rich

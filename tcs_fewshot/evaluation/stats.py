@@ -1,0 +1,158 @@
+"""Statistics over records: mean accuracy with a 95% CI, and paired differences.
+
+Accuracies are reported in percent. The CI half-width is ``q * s / sqrt(n)`` with the
+sample standard deviation ``s`` (ddof=1) over tasks (or pFSL repeats) and ``q`` either
+the normal quantile (``ci="normal"``, 1.96 at 95%: Meta-Dataset, CloserLook) or Student's
+t quantile with n-1 degrees of freedom (``ci="t"``: RFS, LibFewShot). Failed rows are
+excluded from means and counted in ``failures``.
+
+Methods run on the same tasks, so differences are paired: per task, accuracy of A minus
+accuracy of B, then mean and CI of those differences. This interval is much tighter
+than comparing two unpaired intervals, because task difficulty cancels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import combinations
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from tcs_fewshot.errors import TcsFewshotError
+
+GROUP_COLUMNS = ("dataset", "protocol", "split", "ways", "shots", "queries")
+CI_METHODS = {
+    "normal": "normal quantile ({q:.2f}) x s/sqrt(n), s with ddof=1",
+    "t": "Student t quantile (n-1 dof) x s/sqrt(n), s with ddof=1",
+}
+
+
+def ci_half_width(std, n, confidence: float = 0.95, method: str = "normal") -> np.ndarray:
+    """Half-width of the two-sided CI of a mean; ``std`` uses ddof=1. NaN where n < 2."""
+    std = np.asarray(std, dtype=float)
+    n = np.asarray(n, dtype=float)
+    if method == "normal":
+        quantile = NormalDist().inv_cdf(0.5 + confidence / 2)
+    elif method == "t":
+        quantile = scipy_stats.t.ppf(0.5 + confidence / 2, np.maximum(n - 1, 1))
+    else:
+        raise TcsFewshotError(f"unknown CI method '{method}'; use 'normal' or 't'")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n >= 2, quantile * std / np.sqrt(n), np.nan)
+
+
+def describe_ci(method: str = "normal", confidence: float = 0.95) -> str:
+    """One sentence naming how the CI was computed, for report footnotes."""
+    if method not in CI_METHODS:
+        raise TcsFewshotError(f"unknown CI method '{method}'; use 'normal' or 't'")
+    quantile = NormalDist().inv_cdf(0.5 + confidence / 2)
+    return f"{confidence:.0%} CI: " + CI_METHODS[method].format(q=quantile)
+
+
+def group_columns(records: pd.DataFrame, by: Sequence[str] | None = None) -> list[str]:
+    """``by``, or the setting columns that are present and not all empty."""
+    if by is not None:
+        return list(by)
+    return [c for c in GROUP_COLUMNS if c in records.columns and records[c].notna().any()]
+
+
+def _method_order(records: pd.DataFrame, methods: Sequence[str] | None) -> list[str]:
+    present = list(dict.fromkeys(records["method"]))
+    if methods is None:
+        return present
+    return [m for m in methods if m in present] + [m for m in present if m not in methods]
+
+
+def summary(
+    records: pd.DataFrame,
+    by: Sequence[str] | None = None,
+    ci: str = "normal",
+    confidence: float = 0.95,
+    methods: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """One row per setting and method.
+
+    Columns: the setting columns, ``method``, ``n`` (successful tasks), ``failures``,
+    ``accuracy`` and ``ci95`` and ``std`` (percent), ``fit_seconds``, ``predict_seconds``
+    (mean per task), ``peak_memory_mb`` (mean per task). ``attrs["ci"]`` says how the CI was made.
+    """
+    keys = [*group_columns(records, by), "method"]
+    frame = records.assign(accuracy=records["accuracy"].astype(float) * 100.0)
+    table = frame.groupby(keys, sort=False, dropna=False).agg(
+        n=("accuracy", "count"),
+        failures=("failure", "count"),
+        accuracy=("accuracy", "mean"),
+        std=("accuracy", "std"),
+        fit_seconds=("fit_seconds", "mean"),
+        predict_seconds=("predict_seconds", "mean"),
+        peak_memory_mb=("peak_memory_mb", "mean"),
+    )
+    table.insert(3, "ci95", ci_half_width(table["std"], table["n"], confidence, ci))
+    table = table.reset_index()
+    order = {m: i for i, m in enumerate(_method_order(records, methods))}
+    table = table.sort_values(keys[:-1] + ["method"], key=lambda s: s.map(order) if s.name == "method" else s,
+                              kind="stable").reset_index(drop=True)
+    table.attrs["ci"] = describe_ci(ci, confidence)
+    return table
+
+
+def paired(
+    records: pd.DataFrame,
+    reference: str | None = None,
+    by: Sequence[str] | None = None,
+    ci: str = "normal",
+    confidence: float = 0.95,
+    methods: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Paired differences ``method - reference`` over the tasks both solved, in points.
+
+    With ``reference=None`` every pair of methods is compared. Rows pair only when their
+    setting, task index and task checksum all match. Columns: the setting columns,
+    ``method``, ``reference``, ``n_pairs``, ``difference``, ``ci95``, ``ci_low``,
+    ``ci_high``, ``wins``, ``losses`` (tasks where the method was better/worse).
+    """
+    keys = group_columns(records, by)
+    order = _method_order(records, methods)
+    if reference is not None and reference not in order:
+        raise TcsFewshotError(f"reference method '{reference}' is not in the records; choose one of: {', '.join(order)}")
+    succeeded = records[records["failure"].isna()]
+    wide = (
+        succeeded.set_index([*keys, "task_index", "task_checksum", "method"])["accuracy"]
+        .astype(float)
+        .unstack("method")
+        * 100.0
+    )
+    pairs = [(m, reference) for m in order if m != reference] if reference else list(combinations(order, 2))
+    tables = []
+    for method, other in pairs:
+        if method not in wide or other not in wide:
+            continue
+        difference = (wide[method] - wide[other]).dropna()
+        signs = pd.DataFrame({"difference": difference, "win": difference > 0, "loss": difference < 0})
+        grouper = dict(level=keys) if keys else dict(by=np.zeros(len(signs), dtype=int))
+        table = signs.groupby(**grouper, sort=False, dropna=False).agg(
+            n_pairs=("difference", "count"),
+            difference=("difference", "mean"),
+            std=("difference", "std"),
+            wins=("win", "sum"),
+            losses=("loss", "sum"),
+        )
+        table = table.reset_index(drop=not keys)
+        table.insert(len(keys), "method", method)
+        table.insert(len(keys) + 1, "reference", other)
+        tables.append(table)
+    if not tables:
+        columns = [*keys, "method", "reference", "n_pairs", "difference", "ci95", "ci_low", "ci_high", "wins", "losses"]
+        result = pd.DataFrame(columns=columns)
+    else:
+        result = pd.concat(tables, ignore_index=True)
+        half = ci_half_width(result["std"], result["n_pairs"], confidence, ci)
+        result.insert(len(keys) + 4, "ci95", half)
+        result.insert(len(keys) + 5, "ci_low", result["difference"] - half)
+        result.insert(len(keys) + 6, "ci_high", result["difference"] + half)
+        result = result.drop(columns="std")
+    result.attrs["ci"] = describe_ci(ci, confidence)
+    return result

@@ -1,0 +1,1 @@
+"""Adapters from other few-shot toolkits (learn2learn, easyfsl) into the evaluator."""
