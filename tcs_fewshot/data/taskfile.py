@@ -23,8 +23,8 @@ FORMAT = "tcs-fewshot/tasks"
 VERSION = 1
 
 
-def _open(path: Path, mode: str):
-    if path.suffix == ".gz":
+def _open(path: Path, mode: str, compressed: bool):
+    if compressed:
         return gzip.open(path, mode + "t", encoding="utf-8")
     return open(path, mode, encoding="utf-8")
 
@@ -52,7 +52,7 @@ def save_tasks(task_set: TaskSet, path: str | os.PathLike) -> str:
         ],
     }
     temporary = path.with_name(path.name + ".partial")
-    with _open(temporary, "w") as handle:
+    with _open(temporary, "w", compressed=path.suffix == ".gz") as handle:
         json.dump(document, handle)
     os.replace(temporary, path)
     return task_set.checksum
@@ -68,7 +68,7 @@ def load_tasks(path: str | os.PathLike, index: LabelIndex | None = None) -> Task
     if not path.is_file():
         raise TaskFileError(f"task file '{path}' does not exist; export one with save_tasks or a run's tasks.json")
     try:
-        with _open(path, "r") as handle:
+        with _open(path, "r", compressed=path.suffix == ".gz") as handle:
             document = json.load(handle)
     except (OSError, ValueError, EOFError) as error:
         raise TaskFileError(f"task file '{path}' is not readable JSON ({error}); re-export it") from None

@@ -228,11 +228,12 @@ def _open_run(
         raise TcsFewshotError(f"cannot create run directory '{run_dir}' ({error.strerror}); choose another --out") from None
     identity: dict[str, Any] = {"config": dict(config or {})}
     if isinstance(tasks, TaskSet):
+        # Compared in this order on resume, so the message names the most telling difference.
         identity.update(
-            tasks_checksum=tasks.checksum,
-            dataset={"name": tasks.dataset_name, "fingerprint": tasks.dataset_fingerprint},
             spec=tasks.spec.as_dict(),
             n_tasks=len(tasks),
+            dataset={"name": tasks.dataset_name, "fingerprint": tasks.dataset_fingerprint},
+            tasks_checksum=tasks.checksum,
         )
     open_manifest(run_dir, identity, method_names)
     if isinstance(tasks, TaskSet) and not (run_dir / "tasks.json.gz").exists():

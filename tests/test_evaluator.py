@@ -1,0 +1,169 @@
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from conftest import make_features, make_index
+from tcs_fewshot import (
+    Episode, MethodFailure, NearestClassMean, TaskSpec, TcsFewshotError, evaluate, load_records, load_tasks, sample_tasks,
+)
+from tcs_fewshot.evaluation.manifest import read_manifest
+
+SPEC = TaskSpec(split="test", ways=3, shots=2, queries=5, seed=0)
+ACCURACY_COLUMNS = ["task_index", "task_checksum", "method", "accuracy", "n_correct", "n_query", "failure"]
+
+
+class Broken:
+    """Raises on every second task and returns NaN scores on the others."""
+
+    def fit(self, x, y):
+        self.n_way = int(y.max()) + 1
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls % 2 == 0:
+            raise RuntimeError("odd task\nwith a second line")
+        return self
+
+    def predict(self, x):
+        scores = np.zeros((len(x), self.n_way))
+        scores[0, 0] = np.nan
+        return scores
+
+
+def test_methods_see_identical_tasks_and_rows_are_complete(toy_index, toy_features):
+    tasks = sample_tasks(toy_index, SPEC, 30)
+    seen = {}
+
+    def spy(support_x, support_y, query_x):
+        seen.setdefault("spy", []).append(support_x.sum())
+        return np.zeros(len(query_x), dtype=int)
+
+    records = evaluate(tasks, {"ncm": NearestClassMean(), "spy": spy}, toy_features)
+    assert len(records) == 60
+    assert records.groupby("task_index")["task_checksum"].nunique().eq(1).all()
+    assert (records["n_query"] == 15).all() and records["failure"].isna().all()
+    ncm = records[records.method == "ncm"]
+    assert ncm["accuracy"].mean() > 0.8, "separable toy features"
+    assert np.allclose(records[records.method == "spy"]["accuracy"], 1 / 3)
+    assert (records["fit_seconds"] >= 0).all() and (records["peak_memory_mb"] >= 0).all()
+    assert records["shots"].eq(2).all() and records["dataset"].eq("toy").all()
+    alone = evaluate(tasks, {"ncm": NearestClassMean()}, toy_features)
+    assert np.array_equal(alone["accuracy"].to_numpy(), ncm["accuracy"].to_numpy()), "methods do not affect each other"
+
+
+def test_failures_are_recorded_and_the_run_goes_on(toy_index, toy_features):
+    records = evaluate(sample_tasks(toy_index, SPEC, 8), {"broken": Broken(), "ncm": NearestClassMean()}, toy_features)
+    broken = records[records.method == "broken"]
+    assert broken["failure"].notna().sum() == 8
+    assert broken["failure"].str.contains("RuntimeError: odd task with a second line").sum() == 4
+    assert broken["failure"].str.contains("NaN").sum() == 4
+    assert broken["accuracy"].isna().all()
+    assert records[records.method == "ncm"]["failure"].isna().all()
+
+
+def test_fail_fast_stops_after_storing_the_failing_task(tmp_path, toy_index, toy_features):
+    with pytest.raises(MethodFailure, match="method 'broken' failed on task 0"):
+        evaluate(sample_tasks(toy_index, SPEC, 8), {"ncm": NearestClassMean(), "broken": Broken()}, toy_features,
+                 run_dir=tmp_path / "run", fail_fast=True)
+    stored = load_records(tmp_path / "run")
+    assert stored["task_index"].tolist() == [0, 0]
+
+
+def test_episodes_with_inline_inputs(toy_index, toy_features):
+    tasks = sample_tasks(toy_index, SPEC, 5)
+    episodes = [Episode.from_task(task, toy_features) for task in tasks]
+    assert evaluate(episodes, {"ncm": NearestClassMean()})["accuracy"].tolist() == \
+        evaluate(tasks, {"ncm": NearestClassMean()}, toy_features)["accuracy"].tolist()
+    with pytest.raises(TcsFewshotError, match="pass inputs="):
+        evaluate(tasks, {"ncm": NearestClassMean()})
+
+
+def test_run_directory_records_manifest_and_tasks(tmp_path, toy_index, toy_features):
+    tasks = sample_tasks(toy_index, SPEC, 10)
+    evaluate(tasks, {"ncm": NearestClassMean()}, toy_features, run_dir=tmp_path / "run", config={"note": "x"})
+    manifest = read_manifest(tmp_path / "run")
+    assert manifest["tasks_checksum"] == tasks.checksum
+    assert manifest["dataset"]["fingerprint"] == toy_index.fingerprint
+    assert manifest["sessions"][0]["versions"]["numpy"] == np.__version__
+    assert load_tasks(tmp_path / "run" / "tasks.json.gz").checksum == tasks.checksum
+    # Adding a method to an existing run evaluates only that method.
+    records = evaluate(tasks, {"ncm": NearestClassMean(), "ncm2": NearestClassMean()}, toy_features,
+                       run_dir=tmp_path / "run", config={"note": "x"})
+    assert len(records) == 20 and read_manifest(tmp_path / "run")["methods"] == ["ncm", "ncm2"]
+    assert len(read_manifest(tmp_path / "run")["sessions"]) == 2
+
+
+def test_another_run_or_a_foreign_store_is_refused(tmp_path, toy_index, toy_features):
+    run = tmp_path / "run"
+    evaluate(sample_tasks(toy_index, SPEC, 4), {"ncm": NearestClassMean()}, toy_features, run_dir=run)
+    with pytest.raises(TcsFewshotError, match=r"holds another run \(n_tasks was 4, now 5\)"):
+        evaluate(sample_tasks(toy_index, SPEC, 5), {"ncm": NearestClassMean()}, toy_features, run_dir=run)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    sqlite3.connect(foreign / "records.sqlite").execute("CREATE TABLE x (y)").connection.commit()
+    with pytest.raises(TcsFewshotError, match="is not a tcs-fewshot records store"):
+        evaluate(sample_tasks(toy_index, SPEC, 4), {"ncm": NearestClassMean()}, toy_features, run_dir=foreign)
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "records.sqlite").write_bytes(b"garbage" * 200)
+    with pytest.raises(TcsFewshotError, match="not a readable records store"):
+        evaluate(sample_tasks(toy_index, SPEC, 4), {"ncm": NearestClassMean()}, toy_features, run_dir=damaged)
+    (damaged / "manifest.json").write_text("{half")
+    with pytest.raises(TcsFewshotError, match="manifest.json' is damaged"):
+        evaluate(sample_tasks(toy_index, SPEC, 4), {"ncm": NearestClassMean()}, toy_features, run_dir=damaged)
+
+
+RUNNER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from conftest import make_features, make_index
+    from tcs_fewshot import NearestClassMean, TaskSpec, evaluate, sample_tasks
+
+    class Slow(NearestClassMean):
+        def predict(self, x):
+            time.sleep(0.004)
+            return super().predict(x)
+
+    index = make_index()
+    evaluate(sample_tasks(index, TaskSpec(split="test", ways=3, shots=2, queries=5), 150),
+             {{"ncm": NearestClassMean(), "slow": Slow()}}, make_features(index), run_dir=sys.argv[1])
+""")
+
+
+def _stored_rows(run_dir):
+    try:
+        with sqlite3.connect(run_dir / "records.sqlite", timeout=5) as connection:
+            return connection.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+    except sqlite3.DatabaseError:
+        return 0
+
+
+def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_table(tmp_path):
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER.format(tests=os.path.dirname(__file__)))
+    reference_dir, resumed_dir = tmp_path / "reference", tmp_path / "resumed"
+    subprocess.run([sys.executable, str(script), str(reference_dir)], check=True)
+    rng = np.random.default_rng(0)
+    kills = 0
+    for _ in range(3):
+        process = subprocess.Popen([sys.executable, str(script), str(resumed_dir)])
+        target = _stored_rows(resumed_dir) + int(rng.integers(2, 60))
+        deadline = time.monotonic() + 60
+        while _stored_rows(resumed_dir) < target and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait()
+    assert kills >= 1
+    subprocess.run([sys.executable, str(script), str(resumed_dir)], check=True)
+    reference = load_records(reference_dir)[ACCURACY_COLUMNS]
+    resumed = load_records(resumed_dir)[ACCURACY_COLUMNS]
+    assert len(resumed) == 300 and not resumed.duplicated(["task_index", "method"]).any()
+    assert resumed.equals(reference)
+    assert len(read_manifest(resumed_dir)["sessions"]) == 4

@@ -1,0 +1,78 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from tcs_fewshot import paired, summary
+from tcs_fewshot.errors import TcsFewshotError
+from tcs_fewshot.evaluation.stats import ci_half_width
+from tcs_fewshot.evaluation.store import COLUMN_NAMES
+
+
+def make_records(accuracies: dict[str, list[float]], shots=5, failures=()):
+    rows = []
+    for method, values in accuracies.items():
+        for task_index, accuracy in enumerate(values):
+            failed = (method, task_index) in failures
+            rows.append(dict(dataset="toy", protocol="episodic", split="test", ways=5, shots=shots, queries=15, seed=0,
+                             task_index=task_index, task_checksum=f"t{shots}-{task_index}", method=method,
+                             accuracy=None if failed else accuracy, failure="boom" if failed else None,
+                             fit_seconds=0.01, predict_seconds=0.001, peak_memory_mb=1.0))
+    return pd.DataFrame(rows, columns=list(COLUMN_NAMES))
+
+
+def test_ci_half_width_normal_and_t_match_scipy():
+    values = np.random.default_rng(0).uniform(size=40)
+    std = values.std(ddof=1)
+    assert ci_half_width(std, 40, method="normal") == pytest.approx(1.959964 * std / np.sqrt(40), rel=1e-6)
+    low, high = scipy_stats.t.interval(0.95, 39, loc=values.mean(), scale=scipy_stats.sem(values))
+    assert ci_half_width(std, 40, method="t") == pytest.approx((high - low) / 2)
+    assert np.isnan(ci_half_width(0.1, 1))
+    with pytest.raises(TcsFewshotError, match="unknown CI method"):
+        ci_half_width(1.0, 10, method="bootstrap")
+
+
+def test_summary_means_cis_and_failures():
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(0.4, 0.9, 50), rng.uniform(0.2, 0.7, 50)
+    records = make_records({"b": b, "a": a}, failures={("a", 3)})
+    table = summary(records, methods=["a", "b"])
+    assert table["method"].tolist() == ["a", "b"]
+    row = table.iloc[0]
+    kept = np.delete(a, 3) * 100
+    assert row["n"] == 49 and row["failures"] == 1
+    assert row["accuracy"] == pytest.approx(kept.mean())
+    assert row["ci95"] == pytest.approx(1.959964 * kept.std(ddof=1) / np.sqrt(49), rel=1e-6)
+    assert "ddof=1" in table.attrs["ci"]
+
+
+def test_summary_groups_by_setting():
+    records = pd.concat([make_records({"a": [0.5, 0.7]}, shots=1), make_records({"a": [0.9, 0.9, 0.8]}, shots=5)])
+    table = summary(records)
+    assert table[["shots", "n"]].values.tolist() == [[1, 2], [5, 3]]
+
+
+def test_paired_difference_is_mean_and_ci_of_per_task_differences():
+    rng = np.random.default_rng(2)
+    a = rng.uniform(0.4, 0.9, 60)
+    b = a - rng.normal(0.05, 0.02, 60)
+    records = make_records({"a": a, "b": b}, failures={("b", 0)})
+    table = paired(records, reference="b")
+    differences = (a - b)[1:] * 100
+    row = table.iloc[0]
+    assert (row["method"], row["reference"], row["n_pairs"]) == ("a", "b", 59)
+    assert row["difference"] == pytest.approx(differences.mean())
+    assert row["ci95"] == pytest.approx(1.959964 * differences.std(ddof=1) / np.sqrt(59), rel=1e-6)
+    assert row["wins"] == (differences > 0).sum() and row["losses"] == (differences < 0).sum()
+    unpaired = summary(records)
+    assert row["ci95"] < unpaired["ci95"].min(), "pairing removes task difficulty"
+
+
+def test_paired_all_pairs_and_checksum_matching():
+    records = make_records({"a": [0.5, 0.6], "b": [0.4, 0.4], "c": [0.1, 0.2]})
+    assert paired(records)[["method", "reference"]].values.tolist() == [["a", "b"], ["a", "c"], ["b", "c"]]
+    records.loc[records["method"] == "c", "task_checksum"] = "other-tasks"
+    table = paired(records, reference="a")
+    assert table.set_index("method")["n_pairs"].to_dict() == {"b": 2}, "rows on other tasks never pair"
+    with pytest.raises(TcsFewshotError, match="reference method 'z'"):
+        paired(records, reference="z")

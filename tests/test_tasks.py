@@ -1,0 +1,116 @@
+"""Task sampler: the properties DESIGN.md asks of tasks, checked with hypothesis."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import make_index
+from tcs_fewshot import LabelIndex, TaskSampler, TaskSpec, TcsFewshotError, sample_tasks
+
+INDEX = make_index(n_classes=12, per_class=25)
+
+shapes = st.builds(
+    lambda ways, shots, queries, seed, split: TaskSpec(split=split, ways=ways, shots=shots, queries=queries, seed=seed),
+    ways=st.integers(1, 4), shots=st.integers(1, 10), queries=st.integers(1, 15),
+    seed=st.integers(0, 2**32), split=st.sampled_from(["train", "val", "test"]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(spec=shapes, task_index=st.integers(0, 10_000))
+def test_episodic_task_is_well_formed(spec, task_index):
+    task = TaskSampler(INDEX, spec).task(task_index)
+    assert len(set(task.support_ids) & set(task.query_ids)) == 0
+    assert len(set(task.support_ids)) == spec.ways * spec.shots
+    assert np.array_equal(np.bincount(task.support_labels, minlength=spec.ways), [spec.shots] * spec.ways)
+    assert np.array_equal(np.bincount(task.query_labels, minlength=spec.ways), [spec.queries] * spec.ways)
+    assert set(task.classes) <= set(INDEX.class_splits[spec.split]) and len(set(task.classes)) == spec.ways
+    label_of = dict(zip(INDEX.item_ids.tolist(), INDEX.labels.tolist()))
+    for ids, labels in ((task.support_ids, task.support_labels), (task.query_ids, task.query_labels)):
+        assert [label_of[i] for i in ids] == [task.classes[j] for j in labels]
+
+
+@settings(max_examples=30, deadline=None)
+@given(spec=shapes, indices=st.lists(st.integers(0, 500), min_size=1, max_size=8))
+def test_task_depends_only_on_its_index(spec, indices):
+    """Any subset, in any order, from a fresh sampler (another worker, a resume) gives the same tasks."""
+    in_order = {i: TaskSampler(INDEX, spec).task(i).checksum for i in sorted(set(indices))}
+    shuffled_sampler = TaskSampler(INDEX, spec)
+    for i in reversed(indices):
+        assert shuffled_sampler.task(i).checksum == in_order[i]
+
+
+def test_tasks_do_not_depend_on_global_random_state():
+    spec = TaskSpec(split="test", ways=3, shots=2, queries=3)
+    np.random.seed(1)
+    first = sample_tasks(INDEX, spec, 20).checksum
+    np.random.seed(2)
+    np.random.random(100)
+    assert sample_tasks(INDEX, spec, 20).checksum == first
+
+
+def test_seed_and_shape_change_the_tasks():
+    base = TaskSpec(split="test", ways=3, shots=2, queries=3, seed=0)
+    reference = sample_tasks(INDEX, base, 5)
+    for other in (TaskSpec(split="test", ways=3, shots=2, queries=3, seed=1),
+                  TaskSpec(split="test", ways=3, shots=2, queries=4, seed=0)):
+        assert [t.checksum for t in sample_tasks(INDEX, other, 5)] != [t.checksum for t in reference]
+
+
+def test_item_order_does_not_change_tasks_but_content_does():
+    spec = TaskSpec(split="test", ways=3, shots=2, queries=3)
+    order = np.random.default_rng(0).permutation(len(INDEX.item_ids))
+    shuffled = LabelIndex.from_items(INDEX.item_ids[order], INDEX.labels[order], INDEX.class_splits,
+                                     is_train=INDEX.is_train[order], name="renamed")
+    assert shuffled.fingerprint == INDEX.fingerprint
+    assert [t.checksum for t in sample_tasks(shuffled, spec, 10)] == [t.checksum for t in sample_tasks(INDEX, spec, 10)]
+    fewer = LabelIndex.from_items(INDEX.item_ids[:-1], INDEX.labels[:-1], INDEX.class_splits, name="toy")
+    assert fewer.fingerprint != INDEX.fingerprint
+
+
+def test_pfsl_tasks_use_all_classes_and_the_whole_test_split():
+    spec = TaskSpec(protocol="pfsl", shots=3, seed=4)
+    tasks = sample_tasks(INDEX, spec, 3)
+    train_ids = set(INDEX.item_ids[INDEX.is_train].tolist())
+    test_ids = set(INDEX.item_ids[~INDEX.is_train].tolist())
+    for task in tasks:
+        assert len(task.classes) == 12
+        assert set(task.support_ids) <= train_ids
+        assert np.array_equal(np.bincount(task.support_labels), [3] * 12)
+        assert set(task.query_ids) == test_ids
+    assert len({task.checksum for task in tasks}) == 3, "repeats draw different shots"
+    assert tasks.spec.split == "all" and tasks.spec.ways is None
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        (dict(split="test", ways=5, shots=5, queries=15), "5-way tasks need 5 classes but split 'test'"),
+        (dict(split="test", ways=2, shots=5, queries=21), "class 'class_02' of split 'test' has 25 items"),
+        (dict(split="nope", ways=2, shots=1, queries=1), "has no split 'nope'; choose one of: test, train, val"),
+    ],
+)
+def test_bad_shapes_name_the_problem(spec, message):
+    with pytest.raises(TcsFewshotError, match=message):
+        TaskSampler(INDEX, TaskSpec(**spec))
+
+
+@pytest.mark.parametrize("field, value", [("shots", 0), ("queries", 0), ("ways", 0), ("seed", -1), ("protocol", "x")])
+def test_invalid_spec_values(field, value):
+    with pytest.raises(TcsFewshotError, match=field if field != "protocol" else "unknown protocol"):
+        TaskSpec(**{field: value})
+
+
+def test_pfsl_without_train_flags_or_enough_train_items():
+    with pytest.raises(TcsFewshotError, match="official train/test image split"):
+        TaskSampler(make_index(with_train_flags=False), TaskSpec(protocol="pfsl", shots=1))
+    with pytest.raises(TcsFewshotError, match="has 13 official train items but 20-shot pFSL"):
+        TaskSampler(INDEX, TaskSpec(protocol="pfsl", shots=20))
+
+
+def test_index_validation():
+    with pytest.raises(TcsFewshotError, match="occurs 2 times"):
+        LabelIndex.from_items(["a", "a"], ["x", "y"])
+    with pytest.raises(TcsFewshotError, match="names 1 class"):
+        LabelIndex.from_items(["a", "b"], ["x", "y"], {"test": ["x", "z"]})
