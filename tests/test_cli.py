@@ -1,0 +1,91 @@
+"""The command line: exit codes 0/1/2 and one-line errors, run as a user runs it."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import make_features, make_index
+from tcs_fewshot import save_features_file
+
+CLI = [sys.executable, "-c", "from tcs_fewshot.cli import entry_point; entry_point()"]
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture
+def features_file(tmp_path):
+    index = make_index()
+    path = tmp_path / "toy.npz"
+    save_features_file(path, index, make_features(index))
+    return path
+
+
+def test_run_writes_tables_and_resumes(tmp_path, features_file):
+    args = ["run", "--features", str(features_file), "--ways", "3", "--shots", "2", "--queries", "5",
+            "--tasks", "40", "--out", str(tmp_path / "run"), "--no-progress"]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "ncm" in first.stdout and "paired differences" in first.stdout
+    for name in ("summary.md", "summary.csv", "paired.md", "manifest.json", "records.sqlite", "tasks.json.gz"):
+        assert (tmp_path / "run" / name).exists()
+    summary_md = (tmp_path / "run" / "summary.md").read_text()
+    again = run_cli(*args)
+    assert again.returncode == 0 and (tmp_path / "run" / "summary.md").read_text().split("fit")[0] == summary_md.split("fit")[0]
+    latex = run_cli("report", str(tmp_path / "run"), "--format", "latex")
+    assert latex.returncode == 0 and r"\begin{tabular}" in latex.stdout and r"$\pm$" in latex.stdout
+    csv = run_cli("report", str(tmp_path / "run"), "--paired", "--format", "csv", "--ci", "t")
+    assert csv.returncode == 0 and csv.stdout.splitlines()[0].startswith("dataset,protocol,split")
+
+
+def test_tasks_file_round_trip_through_the_cli(tmp_path, features_file):
+    exported = run_cli("tasks", "--features", str(features_file), "--ways", "2", "--shots", "1", "--queries", "3",
+                       "--tasks", "10", "--out", str(tmp_path / "t.json.gz"))
+    assert exported.returncode == 0, exported.stderr
+    used = run_cli("run", "--features", str(features_file), "--tasks-file", str(tmp_path / "t.json.gz"),
+                   "--methods", "ncm", "--out", str(tmp_path / "run"), "--no-progress")
+    assert used.returncode == 0, used.stderr
+    assert "ways 2" in used.stdout and "shots 1" in used.stdout
+
+
+def test_pfsl_protocol(tmp_path, features_file):
+    result = run_cli("run", "--features", str(features_file), "--protocol", "pfsl", "--shots", "2", "--tasks", "3",
+                     "--methods", "ncm,logreg", "--out", str(tmp_path / "run"), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "pfsl" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--ways", "9"], "9-way tasks need 9 classes but split 'test' of 'digits' has 5"),
+        (["run", "--queries", "400"], "lower --queries to at most"),
+        (["run", "--split", "val"], "has no split 'val'; choose one of: test, train"),
+        (["run", "--methods", "ncm,magic"], "unknown method 'magic'"),
+        (["run", "--features", "missing.npz"], "features file 'missing.npz' does not exist"),
+        (["run", "--shots", "0"], "Invalid value for '--shots'"),
+        (["report", "nowhere"], "'nowhere' is not a run directory"),
+        (["run", "--tasks-file", "nope.json"], "task file 'nope.json' does not exist"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_exit_2(tmp_path, args, message):
+    result = run_cli(*args, "--no-progress" if args[0] == "run" else "--format=md", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.strip().startswith("error") or "Error" in line]) == 1
+
+
+def test_bad_features_file_is_named(tmp_path):
+    np.savez(tmp_path / "bad.npz", ids=np.array(["a", "b"]), labels=np.array(["x", "y"]))
+    result = run_cli("run", "--features", str(tmp_path / "bad.npz"), "--no-progress")
+    assert result.returncode == 2 and "lacks array(s) features" in result.stderr
+
+
+def test_help_has_examples():
+    for command in ("run", "report", "tasks"):
+        result = run_cli(command, "--help")
+        assert result.returncode == 0 and "Example: tcs-fewshot" in result.stdout
