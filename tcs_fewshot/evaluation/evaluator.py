@@ -155,8 +155,9 @@ def evaluate(
             A re-run into it skips finished (task, method) pairs, so a killed run resumes.
         config: Extra settings to record; a resume must have the same.
         fail_fast: Stop at the first failing method (its row is stored first).
-        measure_memory: Record peak memory per (task, method) with tracemalloc (slows
-            Python-heavy methods a little; off gives ``peak_memory_mb = NaN``).
+        measure_memory: Record peak memory per (task, method) with tracemalloc. It slows
+            the evaluation (600 NCM tasks on 512-d features: 0.18 s off, 0.46 s on); off gives
+            ``peak_memory_mb = NaN``.
         progress: Show a rich progress bar with the live mean and 95% CI per method.
 
     Returns:
@@ -178,16 +179,15 @@ def evaluate(
                 bar.add(store.records())
             for item in tasks:
                 task_index = item.task_index if isinstance(item, Episode) else item.index
+                if stored_checksums.get(task_index, item.checksum) != item.checksum:
+                    raise RunDirectoryError(
+                        f"task {task_index} differs from the one stored in '{run_dir}'; use another --out"
+                    )
                 todo = [name for name in prepared if (task_index, name) not in done]
                 if not todo:
                     bar.advance([])
                     continue
                 episode = item if isinstance(item, Episode) else _episode(item, inputs)
-                stored_checksum = stored_checksums.get(task_index)
-                if stored_checksum not in (None, episode.checksum):
-                    raise RunDirectoryError(
-                        f"task {task_index} differs from the one stored in '{run_dir}'; use another --out"
-                    )
                 task_rows = [
                     {**spec_columns, "task_index": task_index, "task_checksum": episode.checksum,
                      "method": name, **_run_one(prepared[name], episode, meter)}

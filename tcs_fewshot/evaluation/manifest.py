@@ -44,7 +44,8 @@ def git_revision() -> str | None:
         return None
     try:
         result = subprocess.run(
-            ["git", "-C", str(source), "describe", "--always", "--dirty", "--abbrev=40"],
+            # --no-optional-locks: never take the index lock of the user's checkout.
+            ["git", "--no-optional-locks", "-C", str(source), "describe", "--always", "--dirty", "--abbrev=40"],
             capture_output=True, text=True, timeout=10, check=False,
         )
     except (OSError, subprocess.TimeoutExpired):

@@ -60,7 +60,7 @@ def group_columns(records: pd.DataFrame, by: Sequence[str] | None = None) -> lis
 
 
 def _method_order(records: pd.DataFrame, methods: Sequence[str] | None) -> list[str]:
-    present = list(dict.fromkeys(records["method"]))
+    present = pd.unique(records["method"]).tolist()
     if methods is None:
         return present
     return [m for m in methods if m in present] + [m for m in present if m not in methods]
@@ -119,8 +119,11 @@ def paired(
     if reference is not None and reference not in order:
         raise TcsFewshotError(f"reference method '{reference}' is not in the records; choose one of: {', '.join(order)}")
     succeeded = records[records["failure"].isna()]
+    # Integer codes pair rows on equal checksums without indexing 64-char strings.
+    checksum_code = pd.factorize(succeeded["task_checksum"])[0]
     wide = (
-        succeeded.set_index([*keys, "task_index", "task_checksum", "method"])["accuracy"]
+        succeeded.assign(task_checksum=checksum_code)
+        .set_index([*keys, "task_index", "task_checksum", "method"])["accuracy"]
         .astype(float)
         .unstack("method")
         * 100.0

@@ -28,8 +28,13 @@ def _run(step: str, *args: str) -> None:
     print(f"{step}...", flush=True)
     result = subprocess.run([sys.executable, *args], capture_output=True, text=True)
     if result.returncode != 0:
-        lines = [line.strip() for line in (result.stderr + result.stdout).splitlines() if line.strip()]
-        raise SystemExit(f"error: {step} failed (exit {result.returncode}): {lines[-1] if lines else 'no output'}")
+        log = Path(tempfile.gettempdir()) / "learn2learn-build.log"
+        log.write_text(result.stdout + result.stderr, encoding="utf-8")
+        lines = [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+        generic = ("subprocess-exited-with-error", "metadata-generation-failed", "failed-wheel-build", "see above")
+        errors = [line for line in lines if "error" in line.lower() and not any(g in line.lower() for g in generic)]
+        reason = errors[0] if errors else lines[-1] if lines else "no output"
+        raise SystemExit(f"error: {step} failed (exit {result.returncode}): {reason} (full output: {log})")
 
 
 def _installed_version() -> str | None:
@@ -40,11 +45,13 @@ def _installed_version() -> str | None:
 
 
 def _has_build_deps() -> bool:
+    """Cython 3, and setuptools that builds wheels (bdist_wheel is built in from 70.1, else needs wheel)."""
     try:
-        cython_major = int(metadata.version("cython").split(".")[0])
+        cython = int(metadata.version("cython").split(".")[0])
+        setuptools = tuple(int(part) for part in metadata.version("setuptools").split(".")[:2])
     except (metadata.PackageNotFoundError, ValueError):
         return False
-    return cython_major >= 3 and importlib.util.find_spec("setuptools") is not None
+    return cython >= 3 and (setuptools >= (70, 1) or importlib.util.find_spec("wheel") is not None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"learn2learn {VERSION} is already installed for {sys.executable}; use --force to rebuild")
         return 0
     if not _has_build_deps():
-        raise SystemExit("error: building learn2learn needs Cython>=3 and setuptools; first run: pip install -e '.[learn2learn]'")
+        raise SystemExit("error: building learn2learn needs Cython>=3 and setuptools>=70.1; first run: pip install -e '.[learn2learn]' 'setuptools>=70.1'")
     with tempfile.TemporaryDirectory(prefix="learn2learn-build-") as temp:
         _run(f"downloading the learn2learn {VERSION} sdist", "-m", "pip", "download", "-q", "--no-deps",
              "--no-binary", ":all:", f"learn2learn=={VERSION}", "-d", temp)
