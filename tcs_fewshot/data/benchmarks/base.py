@@ -1,0 +1,155 @@
+"""What every benchmark adapter provides, and what it gives back.
+
+An adapter reads a benchmark in the layout users already have on disk (or builds an embedded
+one), checks it against its manifest, and returns a :class:`BenchmarkData`: the label index
+of one split scheme plus a lazy image loader. Adapters return PIL images; transforms come
+from the model that consumes them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from tcs_fewshot.data.index import LabelIndex
+from tcs_fewshot.errors import TcsFewshotError
+
+DATA_HOME_VARIABLE = "TCS_FEWSHOT_DATA"
+
+
+def data_home() -> Path:
+    """Where benchmarks live by default: ``$TCS_FEWSHOT_DATA`` or ``~/.cache/tcs-fewshot/data``."""
+    return Path(os.environ.get(DATA_HOME_VARIABLE) or Path.home() / ".cache" / "tcs-fewshot" / "data")
+
+
+@dataclass
+class CheckReport:
+    """Outcome of checking a benchmark on disk.
+
+    Attributes:
+        benchmark: Benchmark name.
+        root: Directory checked.
+        problems: One line each: what is wrong and how to fix it. Empty means usable.
+        facts: What was found (``"classes": 200``, ``"images": 11788``, ...), for display.
+    """
+
+    benchmark: str
+    root: Path
+    problems: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True, eq=False)
+class BenchmarkData:
+    """A loaded benchmark: which items exist and how to read them.
+
+    Attributes:
+        index: Items, classes and the splits of ``scheme`` (``is_train`` set when the
+            scheme has an official train/test image split).
+        scheme: Split scheme name (``chen``, ``metadataset``, ``official``, ...).
+        load_image: item id -> RGB ``PIL.Image.Image``, read lazily from disk or memory.
+        root: Where the data lives.
+        manifest: The manifest the data was checked against (provenance, leakage notes).
+    """
+
+    index: LabelIndex
+    scheme: str
+    load_image: Callable[[str], Any]
+    root: Path
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def images(self, item_ids: Sequence[str]) -> list[Any]:
+        """RGB PIL images of ``item_ids``, in order."""
+        return [self.load_image(item_id) for item_id in item_ids]
+
+
+@runtime_checkable
+class Benchmark(Protocol):
+    """A benchmark adapter.
+
+    Attributes:
+        name: Registry name (``cub``, ``mini_imagenet``, ``emoji``, ...).
+        schemes: Split schemes it offers; the first is the default.
+        description: One line for ``tcs-fewshot benchmarks``.
+        source: Where users get the official data (a name, never a download link that the
+            toolkit follows: nothing is downloaded at run time).
+    """
+
+    name: str
+    schemes: tuple[str, ...]
+    description: str
+    source: str
+
+    def check(self, root: Path) -> CheckReport:
+        """Verify layout, counts against the manifest, and image integrity."""
+
+    def load(self, root: Path, scheme: str | None = None) -> BenchmarkData:
+        """The data of ``scheme`` (default: the first); raises TcsFewshotError if unusable."""
+
+
+def load_rgb(path: str | os.PathLike) -> Any:
+    """Open an image file as RGB, with a one-line error naming a missing or corrupt file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise TcsFewshotError(f"image '{path}' is missing; run: tcs-fewshot data check") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise TcsFewshotError(f"image '{path}' is corrupt ({error}); restore it from the original archive") from None
+
+
+def corrupt_images(paths: Sequence[Path], limit: int = 20) -> list[str]:
+    """Problems (one line each) for images that PIL cannot decode fully, at most ``limit``."""
+    from PIL import Image
+
+    problems = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except Exception as error:  # PIL raises many types for damaged files
+            problems.append(f"corrupt image '{path}' ({type(error).__name__}: {error}); restore it from the archive")
+            if len(problems) >= limit:
+                problems.append(f"stopped after {limit} corrupt images")
+                break
+    return problems
+
+
+def compare_counts(found: dict[str, int], manifest: dict[str, Any], report: CheckReport) -> None:
+    """Add problems for manifest classes missing or empty on disk, and count mismatches.
+
+    Args:
+        found: class id -> number of images found on disk.
+        manifest: A manifest (see :mod:`tcs_fewshot.data.manifests`).
+    """
+    expected_classes = [c for classes in manifest["splits"].values() for c in classes]
+    missing = [c for c in expected_classes if c not in found]
+    empty = [c for c in expected_classes if found.get(c) == 0]
+    if missing:
+        report.problems.append(
+            f"{len(missing)} class(es) of the manifest are missing on disk, first '{missing[0]}'; "
+            f"the data under {report.root} is incomplete or in another layout"
+        )
+    if empty:
+        report.problems.append(f"{len(empty)} class(es) have no images, first '{empty[0]}'")
+    expected = manifest.get("expected", {})
+    per_class = expected.get("images_per_class")
+    if per_class:
+        wrong = [c for c in expected_classes if c in found and found[c] != per_class]
+        if wrong:
+            report.problems.append(
+                f"{len(wrong)} class(es) do not have {per_class} images, first '{wrong[0]}' has {found[wrong[0]]}"
+            )
+    total = sum(found.get(c, 0) for c in expected_classes)
+    if expected.get("images") and total != expected["images"] and not missing:
+        report.problems.append(f"found {total} images of the manifest's classes, expected {expected['images']}")
+    report.facts.update(classes=len([c for c in expected_classes if c in found]), images=total)
