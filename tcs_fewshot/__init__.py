@@ -12,8 +12,17 @@ from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.evaluation.evaluator import Episode, MethodFailure, evaluate
 from tcs_fewshot.evaluation.stats import paired, summary
 from tcs_fewshot.evaluation.store import load_records
-from tcs_fewshot.methods import FewShotMethod, LogisticRegressionProbe, NearestClassMean, SimpleShot
-from tcs_fewshot.models.features import FeatureSet, load_features_file, save_features_file
+from tcs_fewshot.methods import (
+    FewShotMethod,
+    LogisticRegressionProbe,
+    NearestClassMean,
+    SimpleShot,
+)
+from tcs_fewshot.models.features import (
+    FeatureSet,
+    load_features_file,
+    save_features_file,
+)
 
 __all__ = [
     "Episode",

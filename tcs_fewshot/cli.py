@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 
 from tcs_fewshot.errors import TcsFewshotError
@@ -31,17 +32,30 @@ def main() -> None:
     """Few-shot evaluation with honest statistics, and TCS distillation."""
 
 
+SHAPE_OPTIONS = ("protocol", "split", "ways", "shots", "queries", "n_tasks", "seed")
+
+
+def task_options(command):
+    """The options that define the tasks, shared by ``run`` and ``tasks``."""
+    options = [
+        click.option("--features", default="digits", show_default=True,
+                     help="'digits' (bundled demo) or an .npz features file (ids, labels, features[, split, is_train])."),
+        click.option("--protocol", type=click.Choice(["episodic", "pfsl"]), default="episodic", show_default=True),
+        click.option("--split", default="test", show_default=True, help="Split whose classes episodic tasks use."),
+        click.option("--ways", type=click.IntRange(min=2), default=5, show_default=True),
+        click.option("--shots", type=click.IntRange(min=1), default=5, show_default=True),
+        click.option("--queries", type=click.IntRange(min=1), default=15, show_default=True),
+        click.option("--tasks", "n_tasks", type=click.IntRange(min=1), default=600, show_default=True,
+                     help="Tasks (episodic) or repeats of the shot draw (pFSL)."),
+        click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command()
-@click.option("--features", default="digits", show_default=True,
-              help="'digits' (bundled demo) or an .npz features file (ids, labels, features[, split, is_train]).")
-@click.option("--protocol", type=click.Choice(["episodic", "pfsl"]), default="episodic", show_default=True)
-@click.option("--split", default="test", show_default=True, help="Split whose classes episodic tasks use.")
-@click.option("--ways", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--shots", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--queries", type=click.IntRange(min=1), default=15, show_default=True)
-@click.option("--tasks", "n_tasks", type=click.IntRange(min=1), default=600, show_default=True,
-              help="Tasks (episodic) or repeats of the shot draw (pFSL).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@task_options
 @click.option("--methods", callback=_comma_list, default="ncm,simpleshot,logreg", show_default=True,
               help="Comma-separated method names.")
 @click.option("--tasks-file", type=click.Path(dir_okay=False), default=None,
@@ -61,9 +75,18 @@ def run(features, protocol, split, ways, shots, queries, n_tasks, seed, methods,
     """
     from tcs_fewshot.evaluation.experiment import RunConfig, run_experiment
     from tcs_fewshot.evaluation.report import (
-        readable_paired, readable_summary, rich_table, without_constant_settings, write_table,
+        readable_paired,
+        readable_summary,
+        rich_table,
+        without_constant_settings,
+        write_table,
     )
 
+    if tasks_file:
+        given = [name for name in SHAPE_OPTIONS
+                 if click.get_current_context().get_parameter_source(name) == ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"--tasks-file fixes the tasks; drop --{given[0].replace('n_tasks', 'tasks')}")
     config = RunConfig(features=features, protocol=protocol, split=split, ways=ways, shots=shots,
                        queries=queries, tasks=n_tasks, seed=seed, methods=methods, tasks_file=tasks_file,
                        ci=ci, reference=reference)
@@ -95,10 +118,15 @@ def report(run_dir, fmt, show_paired, reference, ci) -> None:
 
     Example: tcs-fewshot report runs/digits-episodic-5way5shot15q-seed0-n600 --format latex
     """
-    from tcs_fewshot.evaluation.report import readable_paired, readable_summary, to_latex, to_markdown
     from tcs_fewshot.evaluation.manifest import read_manifest
-    from tcs_fewshot.evaluation.store import load_records
+    from tcs_fewshot.evaluation.report import (
+        readable_paired,
+        readable_summary,
+        to_latex,
+        to_markdown,
+    )
     from tcs_fewshot.evaluation.stats import paired, summary
+    from tcs_fewshot.evaluation.store import load_records
 
     records = load_records(run_dir)
     methods = read_manifest(run_dir).get("methods")
@@ -115,14 +143,7 @@ def report(run_dir, fmt, show_paired, reference, ci) -> None:
 
 
 @main.command("tasks")
-@click.option("--features", default="digits", show_default=True, help="'digits' or an .npz features file.")
-@click.option("--protocol", type=click.Choice(["episodic", "pfsl"]), default="episodic", show_default=True)
-@click.option("--split", default="test", show_default=True)
-@click.option("--ways", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--shots", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--queries", type=click.IntRange(min=1), default=15, show_default=True)
-@click.option("--tasks", "n_tasks", type=click.IntRange(min=1), default=600, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@task_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Task file (.json or .json.gz).")
 def export_tasks(features, protocol, split, ways, shots, queries, n_tasks, seed, out) -> None:
     """Write a task file that other projects can evaluate on (ids, labels, checksums).

@@ -4,9 +4,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
-
 from conftest import make_features, make_index
+
 from tcs_fewshot import save_features_file
 
 CLI = [sys.executable, "-c", "from tcs_fewshot.cli import entry_point; entry_point()"]
@@ -32,9 +33,12 @@ def test_run_writes_tables_and_resumes(tmp_path, features_file):
     assert "ncm" in first.stdout and "paired differences" in first.stdout
     for name in ("summary.md", "summary.csv", "paired.md", "manifest.json", "records.sqlite", "tasks.json.gz"):
         assert (tmp_path / "run" / name).exists()
-    summary_md = (tmp_path / "run" / "summary.md").read_text()
+    columns = ["method", "n", "failures", "accuracy", "ci95", "std"]
+    first_table = pd.read_csv(tmp_path / "run" / "summary.csv")[columns]
     again = run_cli(*args)
-    assert again.returncode == 0 and (tmp_path / "run" / "summary.md").read_text().split("fit")[0] == summary_md.split("fit")[0]
+    assert again.returncode == 0, again.stderr
+    assert pd.read_csv(tmp_path / "run" / "summary.csv")[columns].equals(first_table)
+    assert first_table["n"].eq(40).all() and first_table["accuracy"].gt(60).all()
     latex = run_cli("report", str(tmp_path / "run"), "--format", "latex")
     assert latex.returncode == 0 and r"\begin{tabular}" in latex.stdout and r"$\pm$" in latex.stdout
     csv = run_cli("report", str(tmp_path / "run"), "--paired", "--format", "csv", "--ci", "t")
@@ -55,7 +59,9 @@ def test_pfsl_protocol(tmp_path, features_file):
     result = run_cli("run", "--features", str(features_file), "--protocol", "pfsl", "--shots", "2", "--tasks", "3",
                      "--methods", "ncm,logreg", "--out", str(tmp_path / "run"), "--no-progress")
     assert result.returncode == 0, result.stderr
-    assert "pfsl" in result.stdout
+    table = pd.read_csv(tmp_path / "run" / "summary.csv")
+    assert table["protocol"].eq("pfsl").all() and table["n"].eq(3).all()
+    assert table["method"].tolist() == ["ncm", "logreg"] and table["accuracy"].gt(80).all()
 
 
 @pytest.mark.parametrize(
@@ -89,3 +95,39 @@ def test_help_has_examples():
     for command in ("run", "report", "tasks"):
         result = run_cli(command, "--help")
         assert result.returncode == 0 and "Example: tcs-fewshot" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        (dict(ids=np.array(["a", "b"]), labels=np.array(["x", "y"]), features=np.array([["p"], ["q"]])), "must be numeric"),
+        (dict(ids=np.array(["a", "b"]), labels=np.array(["x", "y"]), features=np.ones((2, 3)), split=np.array(["test"])),
+         "'split' has shape (1,) but 'ids' has (2,)"),
+        (dict(ids=np.array(["a", "b"]), labels=np.array(["x", "y"]), features=np.ones((2, 3)), split=np.array(["", ""])),
+         "every 'split' entry is empty"),
+    ],
+)
+def test_malformed_features_files(tmp_path, arrays, message):
+    np.savez(tmp_path / "f.npz", **arrays)
+    result = run_cli("run", "--features", str(tmp_path / "f.npz"), "--no-progress")
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_non_npz_file_is_named(tmp_path):
+    (tmp_path / "f.npz").write_text("hello")
+    result = run_cli("run", "--features", str(tmp_path / "f.npz"), "--no-progress")
+    assert result.returncode == 2 and "is not a readable .npz features file" in result.stderr
+
+
+def test_tasks_file_fixes_the_shape(tmp_path, features_file):
+    run_cli("tasks", "--features", str(features_file), "--ways", "2", "--tasks", "3", "--queries", "2",
+            "--out", str(tmp_path / "t.json"))
+    result = run_cli("run", "--features", str(features_file), "--tasks-file", str(tmp_path / "t.json"),
+                     "--shots", "3", "--no-progress")
+    assert result.returncode == 2 and "--tasks-file fixes the tasks; drop --shots" in result.stderr
+
+
+def test_reference_must_be_a_method_and_is_checked_first(tmp_path):
+    result = run_cli("run", "--methods", "ncm", "--reference", "logreg", "--out", str(tmp_path / "r"), "--no-progress")
+    assert result.returncode == 2 and "--reference 'logreg' is not among --methods ncm" in result.stderr
+    assert not (tmp_path / "r").exists()

@@ -8,12 +8,23 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from conftest import make_features, make_index
 from tcs_fewshot import (
-    Episode, MethodFailure, NearestClassMean, TaskSpec, TcsFewshotError, evaluate, load_records, load_tasks, sample_tasks,
+    Episode,
+    MethodFailure,
+    NearestClassMean,
+    TaskSpec,
+    TcsFewshotError,
+    evaluate,
+    load_records,
+    load_tasks,
+    sample_tasks,
 )
 from tcs_fewshot.evaluation.manifest import read_manifest
+from tcs_fewshot.methods import build_probe
+from conftest import make_features, make_index
 
 SPEC = TaskSpec(split="test", ways=3, shots=2, queries=5, seed=0)
 ACCURACY_COLUMNS = ["task_index", "task_checksum", "method", "accuracy", "n_correct", "n_query", "failure"]
@@ -167,3 +178,48 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_table(tmp
     assert len(resumed) == 300 and not resumed.duplicated(["task_index", "method"]).any()
     assert resumed.equals(reference)
     assert len(read_manifest(resumed_dir)["sessions"]) == 4
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_run(tmp_path, toy_index, toy_features):
+    tasks = sample_tasks(toy_index, SPEC, 3)
+    seen = []
+
+    def nested(support_x, support_y, query_x):
+        if not seen:  # while the outer run holds the directory, a second run must be refused
+            with pytest.raises(TcsFewshotError, match="another process is writing to run directory"):
+                evaluate(tasks, {"ncm": NearestClassMean()}, toy_features, run_dir=tmp_path / "run")
+            seen.append(True)
+        return np.zeros(len(query_x), dtype=int)
+
+    records = evaluate(tasks, {"nested": nested}, toy_features, run_dir=tmp_path / "run")
+    assert seen and len(records) == 3
+
+
+def test_only_the_requested_tasks_and_methods_come_back(tmp_path, toy_index, toy_features):
+    episodes = [Episode.from_task(task, toy_features) for task in sample_tasks(toy_index, SPEC, 6)]
+    evaluate(episodes, {"a": NearestClassMean(), "b": NearestClassMean()}, run_dir=tmp_path / "run")
+    again = evaluate(episodes[:2], {"a": NearestClassMean()}, run_dir=tmp_path / "run")
+    assert again[["task_index", "method"]].values.tolist() == [[0, "a"], [1, "a"]]
+
+
+def test_a_store_from_another_run_is_refused(tmp_path, toy_index, toy_features):
+    evaluate(sample_tasks(toy_index, SPEC, 2), {"a": NearestClassMean()}, toy_features, run_dir=tmp_path / "one")
+    evaluate(sample_tasks(toy_index, SPEC, 3), {"a": NearestClassMean()}, toy_features, run_dir=tmp_path / "two")
+    (tmp_path / "two" / "records.sqlite").replace(tmp_path / "one" / "records.sqlite")
+    with pytest.raises(TcsFewshotError, match="belongs to another run"):
+        evaluate(sample_tasks(toy_index, SPEC, 2), {"a": NearestClassMean()}, toy_features, run_dir=tmp_path / "one")
+
+
+@settings(max_examples=15, deadline=None)
+@given(subset=st.sets(st.sampled_from(["ncm", "simpleshot", "logreg"]), min_size=1), reverse=st.booleans())
+def test_a_methods_rows_do_not_depend_on_the_other_methods(subset, reverse):
+    index = make_index()
+    features = make_features(index)
+    tasks = sample_tasks(index, SPEC, 6)
+    names = sorted(subset, reverse=reverse)
+    records = evaluate(tasks, {name: build_probe(name) for name in names}, features, measure_memory=False)
+    for name in names:
+        alone = evaluate(tasks, {name: build_probe(name)}, features, measure_memory=False)
+        mine = records[records.method == name]
+        assert mine["accuracy"].tolist() == alone["accuracy"].tolist()
+        assert mine["task_checksum"].tolist() == [task.checksum for task in tasks]

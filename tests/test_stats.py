@@ -76,3 +76,18 @@ def test_paired_all_pairs_and_checksum_matching():
     assert table.set_index("method")["n_pairs"].to_dict() == {"b": 2}, "rows on other tasks never pair"
     with pytest.raises(TcsFewshotError, match="reference method 'z'"):
         paired(records, reference="z")
+
+
+def test_settings_with_missing_values_stay_separate():
+    """pFSL rows have no ways/queries: they must neither vanish nor merge with episodic rows."""
+    episodic = make_records({"a": [0.5, 0.7], "b": [0.4, 0.4]})
+    pfsl = make_records({"a": [0.9, 0.8, 0.7], "b": [0.6, 0.6, 0.6]})
+    pfsl = pfsl.assign(protocol="pfsl", ways=None, queries=None, split="all",
+                       task_checksum=pfsl["task_checksum"] + "p")
+    records = pd.concat([episodic, pfsl], ignore_index=True)
+    table = summary(records)
+    assert table[["protocol", "method", "n"]].values.tolist() == [
+        ["episodic", "a", 2], ["episodic", "b", 2], ["pfsl", "a", 3], ["pfsl", "b", 3]]
+    differences = paired(records, reference="b")
+    assert differences[["protocol", "n_pairs"]].values.tolist() == [["episodic", 2], ["pfsl", 3]]
+    assert differences["difference"].tolist() == pytest.approx([20.0, 20.0])

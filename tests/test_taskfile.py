@@ -3,9 +3,16 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import make_index
-from tcs_fewshot import TaskSpec, TcsFewshotError, load_tasks, sample_tasks, save_tasks
+
+from tcs_fewshot import (
+    LabelIndex,
+    TaskSpec,
+    TcsFewshotError,
+    load_tasks,
+    sample_tasks,
+    save_tasks,
+)
 
 
 @pytest.mark.parametrize("name", ["tasks.json", "tasks.json.gz"])
@@ -69,3 +76,11 @@ def test_missing_and_unreadable_files(tmp_path):
         handle.write("[1, 2]")
     with pytest.raises(TcsFewshotError, match="not a tcs-fewshot task file"):
         load_tasks(tmp_path / "list.json.gz")
+
+
+def test_tasks_whose_labels_disagree_with_the_data_are_refused(tmp_path, toy_index):
+    path = tmp_path / "t.json"
+    save_tasks(sample_tasks(toy_index, TaskSpec(split="test", ways=2, shots=1, queries=2), 5), path)
+    relabelled = LabelIndex.from_items(toy_index.item_ids, toy_index.labels[::-1], toy_index.class_splits, name="other")
+    with pytest.raises(TcsFewshotError, match="but dataset 'other' says"):
+        load_tasks(path, index=relabelled)

@@ -2,17 +2,17 @@
 
 import numpy as np
 import pytest
+from conftest import make_index
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import make_index
 from tcs_fewshot import LabelIndex, TaskSampler, TaskSpec, TcsFewshotError, sample_tasks
 
 INDEX = make_index(n_classes=12, per_class=25)
 
 shapes = st.builds(
     lambda ways, shots, queries, seed, split: TaskSpec(split=split, ways=ways, shots=shots, queries=queries, seed=seed),
-    ways=st.integers(1, 4), shots=st.integers(1, 10), queries=st.integers(1, 15),
+    ways=st.integers(2, 4), shots=st.integers(1, 10), queries=st.integers(1, 15),
     seed=st.integers(0, 2**32), split=st.sampled_from(["train", "val", "test"]),
 )
 
@@ -96,7 +96,8 @@ def test_bad_shapes_name_the_problem(spec, message):
         TaskSampler(INDEX, TaskSpec(**spec))
 
 
-@pytest.mark.parametrize("field, value", [("shots", 0), ("queries", 0), ("ways", 0), ("seed", -1), ("protocol", "x")])
+@pytest.mark.parametrize("field, value", [("shots", 0), ("queries", 0), ("ways", 1), ("seed", -1), ("seed", 2**63),
+                                          ("shots", 2.5), ("protocol", "x")])
 def test_invalid_spec_values(field, value):
     with pytest.raises(TcsFewshotError, match=field if field != "protocol" else "unknown protocol"):
         TaskSpec(**{field: value})
@@ -114,3 +115,20 @@ def test_index_validation():
         LabelIndex.from_items(["a", "a"], ["x", "y"])
     with pytest.raises(TcsFewshotError, match="names 1 class"):
         LabelIndex.from_items(["a", "b"], ["x", "y"], {"test": ["x", "z"]})
+
+
+def test_item_order_does_not_reveal_labels():
+    """A method that guesses labels from positions scores chance, not 100%."""
+    tasks = sample_tasks(INDEX, TaskSpec(split="test", ways=4, shots=3, queries=6), 200)
+    by_position = np.mean([
+        np.mean(np.arange(len(task.query_labels)) // 6 == task.query_labels) for task in tasks
+    ])
+    assert 0.15 < by_position < 0.35
+    assert np.mean([np.array_equal(t.support_labels, np.sort(t.support_labels)) for t in tasks]) < 0.05
+
+
+def test_numpy_integers_give_the_same_spec_and_checksum():
+    plain = TaskSpec(split="test", ways=3, shots=2, queries=3)
+    numpy_ints = TaskSpec(split="test", ways=np.int64(3), shots=np.int32(2), queries=np.int64(3))
+    assert plain == numpy_ints and type(numpy_ints.ways) is int
+    assert sample_tasks(INDEX, plain, 3).checksum == sample_tasks(INDEX, numpy_ints, 3).checksum

@@ -103,12 +103,23 @@ def load_tasks(path: str | os.PathLike, index: LabelIndex | None = None) -> Task
     if task_set.checksum != document.get("checksum"):
         raise TaskFileError(f"task file '{path}' does not match its overall checksum; the file was altered")
     if index is not None:
-        known = set(index.item_ids.tolist())
-        for task in task_set.tasks:
-            unknown = [i for i in (*task.support_ids, *task.query_ids) if i not in known]
-            if unknown:
-                raise TaskFileError(
-                    f"task {task.index} of '{path}' names item '{unknown[0]}', which dataset "
-                    f"'{index.name}' does not have; the tasks were made on other data"
-                )
+        _check_against(task_set, index, path)
     return task_set
+
+
+def _check_against(task_set: TaskSet, index: LabelIndex, path: Path) -> None:
+    """Every item of every task must exist in ``index`` with the class the task gives it."""
+    label_of = dict(zip(index.item_ids.tolist(), index.labels.tolist()))
+    for task in task_set.tasks:
+        for ids, labels in ((task.support_ids, task.support_labels), (task.query_ids, task.query_labels)):
+            for item_id, label in zip(ids.tolist(), labels.tolist()):
+                if item_id not in label_of:
+                    raise TaskFileError(
+                        f"task {task.index} of '{path}' names item '{item_id}', which dataset "
+                        f"'{index.name}' does not have; the tasks were made on other data"
+                    )
+                if label_of[item_id] != task.classes[label]:
+                    raise TaskFileError(
+                        f"task {task.index} of '{path}' gives item '{item_id}' class '{task.classes[label]}' "
+                        f"but dataset '{index.name}' says '{label_of[item_id]}'; the tasks were made on other data"
+                    )

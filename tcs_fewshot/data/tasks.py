@@ -51,15 +51,16 @@ class TaskSpec:
             object.__setattr__(self, "split", "all")
             object.__setattr__(self, "ways", None)
             object.__setattr__(self, "queries", None)
-        else:
-            for name in ("ways", "queries"):
-                value = getattr(self, name)
-                if value is None or int(value) < 1:
-                    raise TaskShapeError(f"{name} must be at least 1 for episodic tasks, got {value}")
-        if int(self.shots) < 1:
-            raise TaskShapeError(f"shots must be at least 1, got {self.shots}")
-        if int(self.seed) < 0:
-            raise TaskShapeError(f"seed must be a non-negative integer, got {self.seed}")
+        least = {"ways": 2, "queries": 1, "shots": 1, "seed": 0}
+        for name, minimum in least.items():
+            value = getattr(self, name)
+            if value is None and self.protocol == "pfsl":
+                continue
+            # Plain ints, so equal specs hash, compare and serialise alike (np.int64 does not).
+            if isinstance(value, bool) or value is None or int(value) != value or not minimum <= int(value) < 2**63:
+                raise TaskShapeError(f"{name} must be an integer of at least {minimum}, got {value}")
+            object.__setattr__(self, name, int(value))
+        object.__setattr__(self, "split", str(self.split))
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -190,14 +191,17 @@ class TaskSampler:
             [self._members[c][rng.choice(len(self._members[c]), size=per_class, replace=False)] for c in chosen]
         )
         labels = np.arange(spec.ways, dtype=np.int64)
+        # Shuffled, so that no method can read labels off the order of the items.
+        support_order = rng.permutation(spec.ways * spec.shots)
+        query_order = rng.permutation(spec.ways * spec.queries)
         ids = self.index.item_ids
         return Task(
             index=int(task_index),
             classes=tuple(self.classes[c] for c in chosen),
-            support_ids=ids[draws[:, : spec.shots].ravel()],
-            support_labels=np.repeat(labels, spec.shots),
-            query_ids=ids[draws[:, spec.shots :].ravel()],
-            query_labels=np.repeat(labels, spec.queries),
+            support_ids=ids[draws[:, : spec.shots].ravel()[support_order]],
+            support_labels=np.repeat(labels, spec.shots)[support_order],
+            query_ids=ids[draws[:, spec.shots :].ravel()[query_order]],
+            query_labels=np.repeat(labels, spec.queries)[query_order],
         )
 
     def _pfsl_task(self, task_index: int, rng: np.random.Generator) -> Task:
@@ -205,12 +209,14 @@ class TaskSampler:
         support = np.concatenate(
             [members[rng.choice(len(members), size=shots, replace=False)] for members in self._train_members]
         )
+        # The query set is the whole test split, sorted by id: its order carries no label.
+        support_order = rng.permutation(len(support))
         ids = self.index.item_ids
         return Task(
             index=int(task_index),
             classes=self.classes,
-            support_ids=ids[support],
-            support_labels=np.repeat(np.arange(len(self.classes), dtype=np.int64), shots),
+            support_ids=ids[support[support_order]],
+            support_labels=np.repeat(np.arange(len(self.classes), dtype=np.int64), shots)[support_order],
             query_ids=ids[self._query_positions],
             query_labels=self._query_labels,
         )

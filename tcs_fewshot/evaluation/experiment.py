@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ from tcs_fewshot.data.tasks import TaskSet, TaskSpec, sample_tasks
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.evaluation.evaluator import evaluate
 from tcs_fewshot.evaluation.stats import paired, summary
-from tcs_fewshot.methods import build_probe
+from tcs_fewshot.methods import PROBES, build_probe
 from tcs_fewshot.models.features import FeatureSet, load_features_file
 
 BASE_SPLITS = ("train", "base", "background")
@@ -74,11 +74,19 @@ def load_inputs(features: str) -> tuple[LabelIndex, FeatureSet]:
     return load_features_file(features)
 
 
-def base_mean(index: LabelIndex, feature_set: FeatureSet) -> np.ndarray | None:
-    """Mean feature of the base split (the first of train/base/background present), else None."""
+def base_mean(index: LabelIndex, feature_set: FeatureSet, spec: TaskSpec) -> np.ndarray | None:
+    """Mean feature of a base split whose classes are not evaluated, else None.
+
+    SimpleShot centres on it. Under pFSL every class is evaluated, and a split that is
+    itself evaluated would leak its queries into the centre: both give None, and SimpleShot
+    then centres on the support set.
+    """
+    if spec.protocol == "pfsl":
+        return None
+    evaluated = set(index.classes(spec.split))
     for split in BASE_SPLITS:
-        if split in index.class_splits:
-            classes = set(index.class_splits[split])
+        classes = set(index.class_splits.get(split, ()))
+        if classes and split != spec.split and not classes & evaluated:
             mask = [label in classes for label in index.labels.tolist()]
             return feature_set.mean(index.item_ids[mask])
     return None
@@ -88,21 +96,32 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
                    fail_fast: bool = False) -> RunResult:
     """Sample (or load) the tasks, evaluate the methods into ``run_dir`` and summarise.
 
-    Re-running with the same config and ``run_dir`` resumes: finished tasks are kept.
+    With ``config.tasks_file`` the task shape, seed and count come from the file. Re-running
+    with the same config and ``run_dir`` resumes: finished tasks are kept.
     """
     if not config.methods:
         raise TcsFewshotError("no methods given; pass --methods, e.g. ncm,simpleshot,logreg")
+    if config.reference is not None and config.reference not in config.methods:
+        raise TcsFewshotError(f"--reference '{config.reference}' is not among --methods {','.join(config.methods)}")
+    unknown = [name for name in config.methods if name not in PROBES]
+    if unknown:
+        raise TcsFewshotError(f"unknown method '{unknown[0]}'; choose from: {', '.join(PROBES)}")
     index, feature_set = load_inputs(config.features)
     if config.tasks_file:
         task_set = load_tasks(config.tasks_file, index=index)
+        spec = task_set.spec
+        config = replace(config, protocol=spec.protocol, split=spec.split, ways=spec.ways, shots=spec.shots,
+                         queries=spec.queries, seed=spec.seed, tasks=len(task_set), tasks_file=None)
     else:
         spec = TaskSpec(protocol=config.protocol, split=config.split, ways=config.ways, shots=config.shots,
                         queries=config.queries, seed=config.seed)
         task_set = sample_tasks(index, spec, config.tasks)
-    mean = base_mean(index, feature_set)
+    mean = base_mean(index, feature_set, spec)
     methods = {name: build_probe(name, mean) for name in config.methods}
     run_dir = Path(run_dir) if run_dir is not None else config.default_run_dir()
-    recorded = {k: v for k, v in asdict(config).items() if k not in ("methods", "ci", "reference")}
+    # The tasks are identified by their checksum (in the manifest), never by a file's path.
+    recorded = {k: v for k, v in asdict(config).items() if k not in ("methods", "ci", "reference", "tasks_file")}
+    recorded["data_fingerprint"] = index.fingerprint
     records = evaluate(task_set, methods, feature_set, run_dir=run_dir, config=recorded,
                        fail_fast=fail_fast, progress=progress)
     reference = config.reference or config.methods[0]

@@ -8,6 +8,7 @@ and tasks, or it is refused; methods may be added.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -92,6 +93,15 @@ def open_manifest(run_dir: Path, identity: Mapping[str, Any], methods: list[str]
         manifest = {"format": FORMAT, "version": VERSION, **identity, "methods": methods, "sessions": [_session()]}
     write_json_atomically(path, manifest)
     return manifest
+
+
+IDENTITY_KEYS = ("config", "spec", "n_tasks", "dataset", "tasks_checksum")
+
+
+def manifest_identity(manifest: Mapping[str, Any]) -> str:
+    """sha256 of what identifies a run; the records store keeps it to refuse another run's rows."""
+    identity = {key: manifest.get(key) for key in IDENTITY_KEYS}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _first_difference(key: str, stored: Any, now: Any) -> tuple[str, str, str]:

@@ -6,11 +6,20 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from tcs_fewshot.evaluation.stats import ci_half_width
 
 
 class RunningMean:
-    """Count, mean and 95% normal CI of a stream of accuracies (in [0, 1])."""
+    """Count, mean and 95% normal CI (as in :mod:`stats`) of a stream of accuracies in [0, 1]."""
 
     def __init__(self) -> None:
         self.count, self.total, self.total_squares, self.failures = 0, 0.0, 0.0, 0
@@ -30,7 +39,7 @@ class RunningMean:
         if self.count < 2:
             return f"{100 * mean:.1f}"
         variance = max(self.total_squares - self.count * mean * mean, 0.0) / (self.count - 1)
-        half = 1.96 * math.sqrt(variance / self.count)
+        half = float(ci_half_width(math.sqrt(variance), self.count))
         failed = f" ({self.failures} failed)" if self.failures else ""
         return f"{100 * mean:.1f}±{100 * half:.1f}{failed}"
 

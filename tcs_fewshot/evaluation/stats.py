@@ -119,31 +119,40 @@ def paired(
     if reference is not None and reference not in order:
         raise TcsFewshotError(f"reference method '{reference}' is not in the records; choose one of: {', '.join(order)}")
     succeeded = records[records["failure"].isna()]
-    # Integer codes pair rows on equal checksums without indexing 64-char strings.
-    checksum_code = pd.factorize(succeeded["task_checksum"])[0]
-    wide = (
-        succeeded.assign(task_checksum=checksum_code)
-        .set_index([*keys, "task_index", "task_checksum", "method"])["accuracy"]
-        .astype(float)
-        .unstack("method")
-        * 100.0
-    )
+    setting = (succeeded.groupby(keys, sort=False, dropna=False).ngroup().to_numpy() if keys
+               else np.zeros(len(succeeded), dtype=np.int64))
+    settings = succeeded[keys].assign(setting=setting).drop_duplicates("setting").set_index("setting")
+    # One dense (task, method) matrix, built with integer codes: indexing strings is slow.
+    checksum = pd.factorize(succeeded["task_checksum"])[0].astype(np.int64)
+    task_index = succeeded["task_index"].to_numpy(dtype=np.int64)
+    task_key = (setting * (task_index.max(initial=0) + 1) + task_index) * (checksum.max(initial=0) + 1) + checksum
+    task_keys, row = np.unique(task_key, return_inverse=True)
+    method_code, method_names = pd.factorize(succeeded["method"])
+    column = {name: j for j, name in enumerate(method_names)}
+    accuracy = np.full((len(task_keys), len(method_names)), np.nan)
+    accuracy[row, method_code] = succeeded["accuracy"].to_numpy(dtype=float) * 100.0
+    setting_of_task = np.zeros(len(task_keys), dtype=np.int64)
+    setting_of_task[row] = setting
+    n_settings = len(settings)
     pairs = [(m, reference) for m in order if m != reference] if reference else list(combinations(order, 2))
     tables = []
     for method, other in pairs:
-        if method not in wide or other not in wide:
+        if method not in column or other not in column:
             continue
-        difference = (wide[method] - wide[other]).dropna()
-        signs = pd.DataFrame({"difference": difference, "win": difference > 0, "loss": difference < 0})
-        grouper = dict(level=keys) if keys else dict(by=np.zeros(len(signs), dtype=int))
-        table = signs.groupby(**grouper, sort=False, dropna=False).agg(
-            n_pairs=("difference", "count"),
-            difference=("difference", "mean"),
-            std=("difference", "std"),
-            wins=("win", "sum"),
-            losses=("loss", "sum"),
+        difference = accuracy[:, column[method]] - accuracy[:, column[other]]
+        valid = ~np.isnan(difference)
+        where, difference = setting_of_task[valid], difference[valid]
+        count = np.bincount(where, minlength=n_settings)
+        total = np.bincount(where, difference, minlength=n_settings)
+        mean = np.divide(total, count, out=np.full(n_settings, np.nan), where=count > 0)
+        squares = np.bincount(where, (difference - mean[where]) ** 2, minlength=n_settings)
+        std = np.divide(squares, count - 1, out=np.full(n_settings, np.nan), where=count > 1) ** 0.5
+        table = settings.assign(
+            n_pairs=count[settings.index], difference=mean[settings.index], std=std[settings.index],
+            wins=np.bincount(where, difference > 0, minlength=n_settings)[settings.index].astype(int),
+            losses=np.bincount(where, difference < 0, minlength=n_settings)[settings.index].astype(int),
         )
-        table = table.reset_index(drop=not keys)
+        table = table[table["n_pairs"] > 0].reset_index(drop=True)
         table.insert(len(keys), "method", method)
         table.insert(len(keys) + 1, "reference", other)
         tables.append(table)

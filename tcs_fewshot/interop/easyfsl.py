@@ -14,6 +14,7 @@ import numpy as np
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.evaluation.evaluator import Episode
 from tcs_fewshot.interop.learn2learn import episode_checksum
+from tcs_fewshot.methods.protocol import to_numpy
 
 
 def easyfsl_episodes(batches: Iterable[Sequence[Any]], start_index: int = 0) -> Iterator[Episode]:
@@ -57,7 +58,7 @@ def _episodes(batches: Iterable[Sequence[Any]], start_index: int) -> Iterator[Ep
 
 def _labels(labels: Any, inputs: Any, where: str) -> np.ndarray:
     """``labels`` as ``(n,)`` int64 after checking they are 1-D integers, one per row of ``inputs``."""
-    array = labels.detach().cpu().numpy() if hasattr(labels, "detach") else np.asarray(labels)
+    array = to_numpy(labels)
     if array.ndim != 1 or array.size == 0 or array.dtype.kind not in "iu":
         raise TcsFewshotError(f"{where} labels must be non-empty 1-D integers, got {array.dtype} of shape {array.shape}")
     shape = getattr(inputs, "shape", None)

@@ -21,6 +21,7 @@ import numpy as np
 
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.evaluation.evaluator import Episode
+from tcs_fewshot.methods.protocol import to_numpy
 
 
 def episode_checksum(support_inputs: Any, support_labels: Any, query_inputs: Any, query_labels: Any) -> str:
@@ -81,7 +82,7 @@ def _episodes(task_dataset: Any, shots: int, queries: int, n_tasks: int, seed: i
 
 
 def _split(index: int, data: Any, labels: Any, shots: int, queries: int) -> Episode:
-    labels = labels.detach().cpu().numpy() if hasattr(labels, "detach") else np.asarray(labels)
+    labels = to_numpy(labels)
     if labels.ndim != 1 or not hasattr(data, "shape") or len(labels) != len(data):
         raise TcsFewshotError(
             "a learn2learn task must give a data tensor and 1-D labels of the same length, "

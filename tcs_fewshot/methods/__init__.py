@@ -8,7 +8,11 @@ from typing import Any
 import numpy as np
 
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.methods.probes import LogisticRegressionProbe, NearestClassMean, SimpleShot
+from tcs_fewshot.methods.probes import (
+    LogisticRegressionProbe,
+    NearestClassMean,
+    SimpleShot,
+)
 from tcs_fewshot.methods.protocol import FewShotMethod, FunctionMethod, as_method
 
 # name -> (factory(base_mean) -> method, one-line description with its reference)

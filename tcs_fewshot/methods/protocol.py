@@ -59,15 +59,20 @@ def as_method(method: Any) -> FewShotMethod:
     )
 
 
+def to_numpy(values: Any) -> np.ndarray:
+    """A numpy array of a torch tensor (any device), array or list."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
 class InvalidPredictions(ValueError):
     """A method returned predictions of the wrong shape, range or with NaN (recorded as a failure)."""
 
 
 def predicted_labels(predictions: Any, n_query: int, n_way: int) -> np.ndarray:
     """Convert a method's output to ``(n_query,)`` int64 labels, or raise InvalidPredictions."""
-    if hasattr(predictions, "detach"):
-        predictions = predictions.detach().cpu().numpy()
-    array = np.asarray(predictions)
+    array = to_numpy(predictions)
     if array.ndim == 2 and array.shape == (n_query, n_way):
         if not np.isfinite(array).all():
             raise InvalidPredictions(f"scores contain {int((~np.isfinite(array)).sum())} NaN or infinite values")

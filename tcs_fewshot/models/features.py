@@ -77,12 +77,23 @@ def load_features_file(path: str | os.PathLike, name: str | None = None) -> tupl
         raise TcsFewshotError(f"features file '{path}' does not exist; pass an .npz with ids, labels, features")
     try:
         with np.load(path, allow_pickle=False) as archive:
+            if not hasattr(archive, "files"):
+                raise ValueError("a single array, not an .npz archive")
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError) as error:
-        raise TcsFewshotError(f"'{path}' is not a readable .npz features file ({error})") from None
+        reason = "not a numpy file" if "pickled" in str(error) else error
+        raise TcsFewshotError(f"'{path}' is not a readable .npz features file ({reason})") from None
     missing = [key for key in ("ids", "labels", "features") if key not in arrays]
     if missing:
         raise TcsFewshotError(f"features file '{path}' lacks array(s) {', '.join(missing)}; it needs ids, labels, features")
+    if arrays["features"].dtype.kind not in "fiub":
+        raise TcsFewshotError(f"features file '{path}': 'features' has dtype {arrays['features'].dtype}; it must be numeric")
+    for key in ("labels", "split", "is_train"):
+        if key in arrays and arrays[key].shape != arrays["ids"].shape:
+            raise TcsFewshotError(
+                f"features file '{path}': '{key}' has shape {arrays[key].shape} but 'ids' has {arrays['ids'].shape}; "
+                "give one entry per item"
+            )
     class_splits = None
     if "split" in arrays:
         split_of_class: dict[str, str] = {}
@@ -96,6 +107,8 @@ def load_features_file(path: str | os.PathLike, name: str | None = None) -> tupl
         for label, split in split_of_class.items():
             if split:
                 class_splits.setdefault(split, []).append(label)
+        if not class_splits:
+            raise TcsFewshotError(f"features file '{path}': every 'split' entry is empty; fill it or leave it out")
     index = LabelIndex.from_items(
         arrays["ids"],
         arrays["labels"],

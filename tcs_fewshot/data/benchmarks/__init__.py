@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from tcs_fewshot.data.benchmarks.base import Benchmark, BenchmarkData, CheckReport, data_home
+from tcs_fewshot.data.benchmarks.base import (
+    Benchmark,
+    BenchmarkData,
+    CheckReport,
+    data_home,
+)
 from tcs_fewshot.errors import TcsFewshotError
 
 # name -> "module:attribute"; modules are imported only when used (some need extra packages).
