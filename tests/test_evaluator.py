@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tcs_fewshot import (
@@ -210,7 +210,7 @@ def test_a_store_from_another_run_is_refused(tmp_path, toy_index, toy_features):
         evaluate(sample_tasks(toy_index, SPEC, 2), {"a": NearestClassMean()}, toy_features, run_dir=tmp_path / "one")
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(subset=st.sets(st.sampled_from(["ncm", "simpleshot", "logreg"]), min_size=1), reverse=st.booleans())
 def test_a_methods_rows_do_not_depend_on_the_other_methods(subset, reverse):
     index = make_index()

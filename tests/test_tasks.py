@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from conftest import make_index
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tcs_fewshot import LabelIndex, TaskSampler, TaskSpec, TcsFewshotError, sample_tasks
@@ -17,7 +17,7 @@ shapes = st.builds(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=shapes, task_index=st.integers(0, 10_000))
 def test_episodic_task_is_well_formed(spec, task_index):
     task = TaskSampler(INDEX, spec).task(task_index)
@@ -31,7 +31,7 @@ def test_episodic_task_is_well_formed(spec, task_index):
         assert [label_of[i] for i in ids] == [task.classes[j] for j in labels]
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=shapes, indices=st.lists(st.integers(0, 500), min_size=1, max_size=8))
 def test_task_depends_only_on_its_index(spec, indices):
     """Any subset, in any order, from a fresh sampler (another worker, a resume) gives the same tasks."""
