@@ -38,8 +38,13 @@ SHAPE_OPTIONS = ("protocol", "split", "ways", "shots", "queries", "n_tasks", "se
 def task_options(command):
     """The options that define the tasks, shared by ``run`` and ``tasks``."""
     options = [
-        click.option("--features", default="digits", show_default=True,
-                     help="'digits' (bundled demo) or an .npz features file (ids, labels, features[, split, is_train])."),
+        click.option("--benchmark", default="digits", show_default=True,
+                     help="A benchmark from 'tcs-fewshot benchmarks', or 'digits' (bundled demo)."),
+        click.option("--root", type=click.Path(file_okay=False), default=None,
+                     help="Where the benchmark's files are (default $TCS_FEWSHOT_DATA/<benchmark>)."),
+        click.option("--scheme", default=None, help="The benchmark's split scheme (default: its first)."),
+        click.option("--features", type=click.Path(dir_okay=False), default=None,
+                     help="An .npz features file (ids, labels, features[, split, is_train]) instead of a benchmark."),
         click.option("--protocol", type=click.Choice(["episodic", "pfsl"]), default="episodic", show_default=True),
         click.option("--split", default="test", show_default=True, help="Split whose classes episodic tasks use."),
         click.option("--ways", type=click.IntRange(min=2), default=5, show_default=True),
@@ -67,7 +72,7 @@ def task_options(command):
 @click.option("--reference", default=None, help="Method that paired differences are taken against (default: first).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first method failure (records kept).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def run(features, protocol, split, ways, shots, queries, n_tasks, seed, methods, tasks_file, out, ci,
+def run(benchmark, root, scheme, features, protocol, split, ways, shots, queries, n_tasks, seed, methods, tasks_file, out, ci,
         reference, fail_fast, no_progress) -> None:
     """Evaluate methods on identical tasks; write records, manifest and tables to the run directory.
 
@@ -87,7 +92,7 @@ def run(features, protocol, split, ways, shots, queries, n_tasks, seed, methods,
                  if click.get_current_context().get_parameter_source(name) == ParameterSource.COMMANDLINE]
         if given:
             raise click.UsageError(f"--tasks-file fixes the tasks; drop --{given[0].replace('n_tasks', 'tasks')}")
-    config = RunConfig(features=features, protocol=protocol, split=split, ways=ways, shots=shots,
+    config = RunConfig(benchmark=benchmark, root=root, scheme=scheme, features=features, protocol=protocol, split=split, ways=ways, shots=shots,
                        queries=queries, tasks=n_tasks, seed=seed, methods=methods, tasks_file=tasks_file,
                        ci=ci, reference=reference)
     result = run_experiment(config, run_dir=out, progress=not no_progress, fail_fast=fail_fast)
@@ -145,19 +150,74 @@ def report(run_dir, fmt, show_paired, reference, ci) -> None:
 @main.command("tasks")
 @task_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Task file (.json or .json.gz).")
-def export_tasks(features, protocol, split, ways, shots, queries, n_tasks, seed, out) -> None:
+def export_tasks(benchmark, root, scheme, features, protocol, split, ways, shots, queries, n_tasks, seed, out) -> None:
     """Write a task file that other projects can evaluate on (ids, labels, checksums).
 
     Example: tcs-fewshot tasks --shots 1 --tasks 600 --out tasks-1shot.json.gz
     """
     from tcs_fewshot.data.taskfile import save_tasks
     from tcs_fewshot.data.tasks import TaskSpec, sample_tasks
-    from tcs_fewshot.evaluation.experiment import load_inputs
+    from tcs_fewshot.evaluation.experiment import RunConfig, load_index
 
-    index, _ = load_inputs(features)
+    index = load_index(RunConfig(benchmark=benchmark, root=root, scheme=scheme, features=features))
     spec = TaskSpec(protocol=protocol, split=split, ways=ways, shots=shots, queries=queries, seed=seed)
     checksum = save_tasks(sample_tasks(index, spec, n_tasks), Path(out))
     console.print(f"{n_tasks} tasks ({spec.describe()}) written to {out}; checksum {checksum}")
+
+
+@main.command("benchmarks")
+def list_benchmarks() -> None:
+    """List every benchmark, its split schemes, and whether it is ready on this machine.
+
+    Example: tcs-fewshot benchmarks
+    """
+    from tcs_fewshot.data.benchmarks import benchmark_table
+    from tcs_fewshot.evaluation.report import rich_table
+
+    table = benchmark_table()
+    console.print(rich_table(table[["benchmark", "schemes", "status", "description"]]))
+    console.print(f"default roots: {Path(table['root'].iloc[0]).parent}/<benchmark> (set TCS_FEWSHOT_DATA to move them)")
+
+
+@main.group()
+def data() -> None:
+    """Check and prepare benchmarks on disk (nothing is ever downloaded)."""
+
+
+@data.command("check")
+@click.argument("benchmark")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Where the benchmark's files are (default $TCS_FEWSHOT_DATA/<benchmark>).")
+def data_check(benchmark, root) -> None:
+    """Verify layout, counts against the manifest and image integrity; exit 0 only when usable.
+
+    Example: tcs-fewshot data check cub --root ~/datasets/CUB_200_2011
+    """
+    from tcs_fewshot.data.benchmarks import check_benchmark
+
+    report = check_benchmark(benchmark, root)
+    facts = ", ".join(f"{key} {value}" for key, value in report.facts.items())
+    console.print(f"{benchmark} at {report.root}" + (f": {facts}" if facts else ""))
+    for problem in report.problems:
+        click.echo(f"problem: {problem}", err=True)
+    if not report.ok:
+        sys.exit(2)
+    console.print("usable")
+
+
+@data.command("prepare")
+@click.argument("benchmark")
+@click.option("--archive", type=click.Path(dir_okay=False), required=True, help="The local archive, e.g. CUB_200_2011.tgz.")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Where to extract it (default $TCS_FEWSHOT_DATA/<benchmark>).")
+def data_prepare(benchmark, archive, root) -> None:
+    """Extract a local archive into the expected layout and verify it; safe to re-run.
+
+    Example: tcs-fewshot data prepare cub --archive ~/Downloads/CUB_200_2011.tgz
+    """
+    from tcs_fewshot.data.benchmarks import prepare_benchmark
+
+    console.print(f"{benchmark} ready at {prepare_benchmark(benchmark, archive, root)}")
 
 
 def entry_point() -> None:

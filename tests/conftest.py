@@ -1,7 +1,14 @@
+import os
+import tempfile
+
 import numpy as np
 import pytest
 
 from tcs_fewshot import FeatureSet, LabelIndex
+
+# Tests never read or fill the user's benchmark cache, and never reach a model hub.
+os.environ["TCS_FEWSHOT_DATA"] = tempfile.mkdtemp(prefix="tcs-fewshot-test-data-")
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def make_index(n_classes=12, per_class=25, splits=("train", "val", "test"), name="toy", with_train_flags=True):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tcs_fewshot.data.benchmarks import BenchmarkData, default_root, get_benchmark
 from tcs_fewshot.data.digits import load_digits_benchmark
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.data.taskfile import load_tasks
@@ -17,6 +18,7 @@ from tcs_fewshot.evaluation.evaluator import evaluate
 from tcs_fewshot.evaluation.stats import paired, summary
 from tcs_fewshot.methods import PROBES, build_probe
 from tcs_fewshot.models.features import FeatureSet, load_features_file
+from tcs_fewshot.models.pixels import pixel_features
 
 BASE_SPLITS = ("train", "base", "background")
 
@@ -26,7 +28,11 @@ class RunConfig:
     """Everything that defines a run; saved in the run manifest.
 
     Attributes:
-        features: ``digits`` (the bundled demo) or the path of an ``.npz`` features file.
+        benchmark: A registered benchmark (``tcs-fewshot benchmarks``) or ``digits`` (the
+            bundled demo); image benchmarks are embedded as raw pixels until teachers land.
+        features: Path of an ``.npz`` features file; replaces ``benchmark`` when given.
+        root: Where the benchmark's files are (default ``$TCS_FEWSHOT_DATA/<benchmark>``).
+        scheme: The benchmark's split scheme (default: its first).
         protocol, split, ways, shots, queries, seed: the :class:`TaskSpec`.
         tasks: Number of tasks (episodic) or repeats of the shot draw (pFSL).
         methods: Registry names of the methods, in report order.
@@ -35,7 +41,10 @@ class RunConfig:
         reference: Method that paired differences are taken against (default: the first).
     """
 
-    features: str = "digits"
+    benchmark: str = "digits"
+    features: str | None = None
+    root: str | None = None
+    scheme: str | None = None
     protocol: str = "episodic"
     split: str = "test"
     ways: int = 5
@@ -49,7 +58,7 @@ class RunConfig:
     reference: str | None = None
 
     def default_run_dir(self) -> Path:
-        name = Path(self.features).stem if self.features != "digits" else "digits"
+        name = Path(self.features).stem if self.features else self.benchmark
         shape = f"{self.shots}shot" if self.protocol == "pfsl" else f"{self.ways}way{self.shots}shot{self.queries}q"
         return Path("runs") / f"{name}-{self.protocol}-{shape}-seed{self.seed}-n{self.tasks}"
 
@@ -67,11 +76,28 @@ class RunResult:
         return int(self.records["failure"].notna().sum())
 
 
-def load_inputs(features: str) -> tuple[LabelIndex, FeatureSet]:
-    """The label index and feature set named by ``features`` (``digits`` or a file path)."""
-    if features == "digits":
+def _benchmark_data(config: RunConfig) -> BenchmarkData:
+    root = Path(config.root) if config.root else default_root(config.benchmark)
+    return get_benchmark(config.benchmark).load(root, config.scheme)
+
+
+def load_index(config: RunConfig) -> LabelIndex:
+    """The label index of the data ``config`` names (what tasks are sampled from)."""
+    if config.features:
+        return load_features_file(config.features)[0]
+    if config.benchmark == "digits":
+        return load_digits_benchmark()[0]
+    return _benchmark_data(config).index
+
+
+def load_inputs(config: RunConfig) -> tuple[LabelIndex, FeatureSet]:
+    """The label index and the features the probes run on, as ``config`` names them."""
+    if config.features:
+        return load_features_file(config.features)
+    if config.benchmark == "digits":
         return load_digits_benchmark()
-    return load_features_file(features)
+    data = _benchmark_data(config)
+    return data.index, pixel_features(data)
 
 
 def base_mean(index: LabelIndex, feature_set: FeatureSet, spec: TaskSpec) -> np.ndarray | None:
@@ -106,7 +132,7 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
     unknown = [name for name in config.methods if name not in PROBES]
     if unknown:
         raise TcsFewshotError(f"unknown method '{unknown[0]}'; choose from: {', '.join(PROBES)}")
-    index, feature_set = load_inputs(config.features)
+    index, feature_set = load_inputs(config)
     if config.tasks_file:
         task_set = load_tasks(config.tasks_file, index=index)
         spec = task_set.spec

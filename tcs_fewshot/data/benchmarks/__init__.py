@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
+from pathlib import Path
+
+import pandas as pd
 
 from tcs_fewshot.data.benchmarks.base import (
     Benchmark,
@@ -13,7 +17,16 @@ from tcs_fewshot.data.benchmarks.base import (
 from tcs_fewshot.errors import TcsFewshotError
 
 # name -> "module:attribute"; modules are imported only when used (some need extra packages).
-ADAPTERS: dict[str, str] = {}
+ADAPTERS: dict[str, str] = {
+    "emoji": "tcs_fewshot.data.benchmarks.emoji:Emoji",
+    "glyphs": "tcs_fewshot.data.benchmarks.glyphs:Glyphs",
+    "cub": "tcs_fewshot.data.benchmarks.cub:CUB",
+    "mini_imagenet": "tcs_fewshot.data.benchmarks.mini_imagenet:MiniImageNet",
+    "tiered_imagenet": "tcs_fewshot.data.benchmarks.tiered_imagenet:TieredImageNet",
+    "cifar_fs": "tcs_fewshot.data.benchmarks.cifar:CIFARFS",
+    "fc100": "tcs_fewshot.data.benchmarks.cifar:FC100",
+    "omniglot": "tcs_fewshot.data.benchmarks.omniglot:Omniglot",
+}
 
 
 def get_benchmark(name: str) -> Benchmark:
@@ -24,4 +37,41 @@ def get_benchmark(name: str) -> Benchmark:
     return getattr(import_module(module), attribute)()
 
 
-__all__ = ["ADAPTERS", "Benchmark", "BenchmarkData", "CheckReport", "data_home", "get_benchmark"]
+def default_root(name: str) -> Path:
+    """Where benchmark ``name`` is looked for when no root is given: ``data_home()/name``."""
+    return data_home() / name
+
+
+def benchmark_table() -> pd.DataFrame:
+    """Every registered benchmark: schemes, description, source, default root and readiness."""
+    rows = []
+    for name in ADAPTERS:
+        adapter = get_benchmark(name)
+        root = default_root(name)
+        if getattr(adapter, "embedded", False):
+            status = "built" if root.exists() else "built on first use"
+        else:
+            status = "found (run data check)" if root.exists() else "not found"
+        rows.append({"benchmark": name, "schemes": ", ".join(adapter.schemes), "status": status,
+                     "root": str(root), "description": adapter.description, "source": adapter.source})
+    return pd.DataFrame(rows)
+
+
+def check_benchmark(name: str, root: str | os.PathLike | None = None) -> CheckReport:
+    """Check benchmark ``name`` under ``root`` (default :func:`default_root`)."""
+    return get_benchmark(name).check(Path(root) if root is not None else default_root(name))
+
+
+def prepare_benchmark(name: str, archive: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """Extract a local archive of benchmark ``name`` into ``root`` and verify it; safe to re-run."""
+    adapter = get_benchmark(name)
+    if not hasattr(adapter, "prepare"):
+        raise TcsFewshotError(f"benchmark '{name}' has no archive to prepare; point --root at its files instead")
+    archive = Path(archive)
+    if not archive.is_file():
+        raise TcsFewshotError(f"archive '{archive}' does not exist; give the path of the downloaded file")
+    return adapter.prepare(archive, Path(root) if root is not None else default_root(name))
+
+
+__all__ = ["ADAPTERS", "Benchmark", "BenchmarkData", "CheckReport", "benchmark_table", "check_benchmark",
+           "data_home", "default_root", "get_benchmark", "prepare_benchmark"]

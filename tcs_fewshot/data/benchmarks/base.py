@@ -87,11 +87,15 @@ class Benchmark(Protocol):
     description: str
     source: str
 
-    def check(self, root: Path) -> CheckReport:
+    def check(self, root: Path | None) -> CheckReport:
         """Verify layout, counts against the manifest, and image integrity."""
 
-    def load(self, root: Path, scheme: str | None = None) -> BenchmarkData:
-        """The data of ``scheme`` (default: the first); raises TcsFewshotError if unusable."""
+    def load(self, root: Path | None, scheme: str | None = None) -> BenchmarkData:
+        """The data of ``scheme`` (default: the first); raises TcsFewshotError if unusable.
+
+        Embedded benchmarks accept ``root=None`` (their cache under :func:`data_home`) and
+        build themselves on first use; they have a class attribute ``embedded = True``.
+        """
 
 
 def load_rgb(path: str | os.PathLike) -> Any:

@@ -12,22 +12,16 @@ come from memory. The pickles are read with only numpy and container types allow
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-from tcs_fewshot.data.benchmarks.base import BenchmarkData, CheckReport
 from tcs_fewshot.data.benchmarks.scan import (
     Found,
-    check_found,
-    choose_scheme,
+    ScannedBenchmark,
     load_data_pickle,
-    load_found,
     memory_loader,
-    require_root,
 )
-from tcs_fewshot.data.manifests import load_manifest
 from tcs_fewshot.errors import TcsFewshotError
 
 ARCHIVE = "cifar-100-python"
@@ -78,7 +72,7 @@ def _scan(root: Path) -> Found:
     return found
 
 
-class _Cifar100FewShot:
+class _Cifar100FewShot(ScannedBenchmark):
     """A few-shot benchmark whose classes are CIFAR-100 fine classes (subclasses set the split)."""
 
     name: str
@@ -86,17 +80,9 @@ class _Cifar100FewShot:
     description: str
     source: str
 
-    def check(self, root: str | os.PathLike) -> CheckReport:
-        """Archive present and readable, 600 images for each of the manifest's classes."""
-        root = Path(root).expanduser()
-        manifest = load_manifest(self.name, self.schemes[0])
-        return check_found(CheckReport(self.name, root), lambda: _scan(root), manifest, self.source)
+    def scan(self, root: Path) -> Found:
+        return _scan(root)
 
-    def load(self, root: str | os.PathLike, scheme: str | None = None) -> BenchmarkData:
-        """The 32x32 images of the manifest's classes, train and test parts pooled."""
-        scheme = choose_scheme(self.schemes, scheme, self.name)
-        root = require_root(root, self.source)
-        return load_found(_scan(root), load_manifest(self.name, scheme), scheme, root, self.name)
 
 
 class CIFARFS(_Cifar100FewShot):

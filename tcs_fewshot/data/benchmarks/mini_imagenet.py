@@ -17,24 +17,18 @@ The splits always come from the manifest; the split the data on disk puts a clas
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
 
-from tcs_fewshot.data.benchmarks.base import BenchmarkData, CheckReport
 from tcs_fewshot.data.benchmarks.scan import (
     Found,
-    check_found,
-    choose_scheme,
+    ScannedBenchmark,
     file_loader,
     load_data_pickle,
-    load_found,
     memory_loader,
-    require_root,
     scan_split_folders,
 )
-from tcs_fewshot.data.manifests import load_manifest
 from tcs_fewshot.errors import TcsFewshotError
 
 SPLITS = ("train", "val", "test")
@@ -126,7 +120,7 @@ def _scan(root: Path) -> Found:
     return scan_split_folders(root, SPLITS, SOURCE)
 
 
-class MiniImageNet:
+class MiniImageNet(ScannedBenchmark):
     """miniImageNet adapter (see the module docstring for the layouts it reads)."""
 
     name = "mini_imagenet"
@@ -134,14 +128,5 @@ class MiniImageNet:
     description = "miniImageNet, 100 ImageNet classes x 600 images, Ravi & Larochelle 64/16/20 split"
     source = SOURCE
 
-    def check(self, root: str | os.PathLike) -> CheckReport:
-        """Layout, per-class counts against the manifest (600 each), split agreement, image integrity."""
-        root = Path(root).expanduser()
-        manifest = load_manifest(self.name, self.schemes[0])
-        return check_found(CheckReport(self.name, root), lambda: _scan(root), manifest, SOURCE)
-
-    def load(self, root: str | os.PathLike, scheme: str | None = None) -> BenchmarkData:
-        """Items of the manifest's 100 classes; no official per-image split (``is_train`` is None)."""
-        scheme = choose_scheme(self.schemes, scheme, self.name)
-        root = require_root(root, SOURCE)
-        return load_found(_scan(root), load_manifest(self.name, scheme), scheme, root, self.name)
+    def scan(self, root: Path) -> Found:
+        return _scan(root)

@@ -16,20 +16,14 @@ measured on the 4x-rotated class set.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from tcs_fewshot.data.benchmarks.base import BenchmarkData, CheckReport
 from tcs_fewshot.data.benchmarks.scan import (
     Found,
-    check_found,
-    choose_scheme,
+    ScannedBenchmark,
     class_folders,
     file_loader,
-    load_found,
-    require_root,
 )
-from tcs_fewshot.data.manifests import load_manifest
 from tcs_fewshot.errors import TcsFewshotError
 
 PARTS = ("images_background", "images_evaluation")
@@ -66,7 +60,7 @@ def _scan(root: Path) -> Found:
     return found
 
 
-class Omniglot:
+class Omniglot(ScannedBenchmark):
     """Omniglot adapter (see the module docstring; rotations are not added as classes)."""
 
     name = "omniglot"
@@ -74,14 +68,5 @@ class Omniglot:
     description = "Omniglot, 1623 characters x 20 drawings; lake (background/evaluation) or vinyals split, no rotations"
     source = SOURCE
 
-    def check(self, root: str | os.PathLike) -> CheckReport:
-        """Both parts present, 20 drawings for each of the 1623 characters, image integrity."""
-        root = Path(root).expanduser()
-        manifest = load_manifest(self.name, self.schemes[0])
-        return check_found(CheckReport(self.name, root), lambda: _scan(root), manifest, SOURCE)
-
-    def load(self, root: str | os.PathLike, scheme: str | None = None) -> BenchmarkData:
-        """The characters split as ``scheme`` says (default ``lake``); ``is_train`` is None."""
-        scheme = choose_scheme(self.schemes, scheme, self.name)
-        root = require_root(root, SOURCE)
-        return load_found(_scan(root), load_manifest(self.name, scheme), scheme, root, self.name)
+    def scan(self, root: Path) -> Found:
+        return _scan(root)

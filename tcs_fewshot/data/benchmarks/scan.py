@@ -23,6 +23,7 @@ from tcs_fewshot.data.benchmarks.base import (
     load_rgb,
 )
 from tcs_fewshot.data.index import LabelIndex
+from tcs_fewshot.data.manifests import load_manifest
 from tcs_fewshot.errors import TcsFewshotError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -196,6 +197,33 @@ def load_found(found: Found, manifest: Mapping[str, Any], scheme: str, root: Pat
 # miniImageNet cache, the CIFAR-100 archive) hold only dicts, lists, strings and numpy
 # arrays, so the unpickler below refuses every other global: a tampered file fails with an
 # error instead of running code. Users should still only load files from a source they trust.
+class ScannedBenchmark:
+    """``check`` and ``load`` for adapters whose files one ``scan(root) -> Found`` describes.
+
+    Subclasses set ``name``, ``schemes``, ``description``, ``source`` and implement ``scan``.
+    """
+
+    name: str
+    schemes: tuple[str, ...]
+    description: str
+    source: str
+
+    def scan(self, root: Path) -> Found:
+        raise NotImplementedError
+
+    def check(self, root: str | os.PathLike) -> CheckReport:
+        """Layout and counts against the default scheme's manifest, and image integrity."""
+        root = Path(root).expanduser()
+        manifest = load_manifest(self.name, self.schemes[0])
+        return check_found(CheckReport(self.name, root), lambda: self.scan(root), manifest, self.source)
+
+    def load(self, root: str | os.PathLike, scheme: str | None = None) -> BenchmarkData:
+        """Items of the manifest's classes, split as ``scheme`` says (default: the first)."""
+        scheme = choose_scheme(self.schemes, scheme, self.name)
+        root = require_root(root, self.source)
+        return load_found(self.scan(root), load_manifest(self.name, scheme), scheme, root, self.name)
+
+
 def _allowed_globals() -> dict[tuple[str, str], Any]:
     reconstruct = np.zeros(1).__reduce__()[0]
     scalar = np.int64(0).__reduce__()[0]

@@ -12,22 +12,16 @@ Ren's ``*_images_png.pkl`` files are not read: decode them into class folders fi
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
-from tcs_fewshot.data.benchmarks.base import BenchmarkData, CheckReport
 from tcs_fewshot.data.benchmarks.scan import (
     Found,
+    ScannedBenchmark,
     add_class_folders,
-    check_found,
-    choose_scheme,
     file_loader,
-    load_found,
-    require_root,
     scan_split_folders,
 )
-from tcs_fewshot.data.manifests import load_manifest
 from tcs_fewshot.errors import TcsFewshotError
 
 SPLITS = ("train", "val", "test")
@@ -56,7 +50,7 @@ def _scan(root: Path) -> Found:
     )
 
 
-class TieredImageNet:
+class TieredImageNet(ScannedBenchmark):
     """tieredImageNet adapter (see the module docstring for the layouts it reads)."""
 
     name = "tiered_imagenet"
@@ -64,14 +58,5 @@ class TieredImageNet:
     description = "tieredImageNet, 608 ImageNet classes in 34 superclasses, Ren et al. 351/97/160 split"
     source = SOURCE
 
-    def check(self, root: str | os.PathLike) -> CheckReport:
-        """Layout, counts against the manifest, split agreement (split layout), image integrity."""
-        root = Path(root).expanduser()
-        manifest = load_manifest(self.name, self.schemes[0])
-        return check_found(CheckReport(self.name, root), lambda: _scan(root), manifest, SOURCE)
-
-    def load(self, root: str | os.PathLike, scheme: str | None = None) -> BenchmarkData:
-        """Items of the manifest's 608 classes; no official per-image split (``is_train`` is None)."""
-        scheme = choose_scheme(self.schemes, scheme, self.name)
-        root = require_root(root, SOURCE)
-        return load_found(_scan(root), load_manifest(self.name, scheme), scheme, root, self.name)
+    def scan(self, root: Path) -> Found:
+        return _scan(root)

@@ -1,0 +1,155 @@
+"""The embedded ``glyphs`` benchmark: Omniglot-like letters rendered from Noto fonts.
+
+Classes are letters (``Latin/U+0041``), listed with the split of their *script* in
+``data_manifests/glyphs/scripts.json`` (train, val and test scripts are disjoint, as Omniglot
+splits by alphabet). Each class has ``renderings`` images (default 20): distinct font faces
+(family, italic, weight, width) with a seeded affine jitter, see :mod:`glyphs_render`.
+
+The images are built on first use (12-30 s on one core for all 29,100) into
+``<root>/<size>px-<renderings>r-<key>/``, ``root`` defaulting to ``<data_home()>/glyphs``;
+see :mod:`glyphs_build` for the files. ``key`` hashes the settings and the manifest, so other
+settings build beside, and a finished build is reused without needing the fonts. All images
+are held in memory (30 MB at 32 px); ``load_image`` returns black ink on white paper as an
+RGB ``PIL`` image of ``size x size`` px.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tcs_fewshot.data.benchmarks.base import BenchmarkData, CheckReport, data_home
+from tcs_fewshot.data.benchmarks.glyphs_build import build_images
+from tcs_fewshot.data.benchmarks.glyphs_render import (
+    DEFAULT_RENDERINGS,
+    RENDERER_VERSION,
+    locate_fonts,
+    sha256_file,
+)
+from tcs_fewshot.data.index import LabelIndex
+from tcs_fewshot.data.manifests import load_manifest, read_manifest
+from tcs_fewshot.errors import TcsFewshotError
+
+
+class Glyphs:
+    """Adapter of the glyphs benchmark (``Benchmark`` protocol).
+
+    Args:
+        image_size: Side of the square images in px.
+        renderings: Images per class (at least shots + queries of the tasks to draw).
+        scripts: Use only these scripts (e.g. ``("Latin", "Thai", "Greek")``); None: all.
+        max_classes_per_script: Keep the first N letters (by code point) of each script.
+        font_dir: Read the font files from this flat directory instead of the installed packages.
+        manifest_path: Another scripts manifest; default: the packaged ``data_manifests/glyphs/scripts.json``.
+        progress: Show a rich progress bar while building.
+    """
+
+    name = "glyphs"
+    embedded = True
+    schemes = ("scripts",)
+    description = "Embedded: letters rendered from Noto fonts, classes split by script (Omniglot-like)"
+    source = "built from the PyPI packages fontpkg-noto-* (OFL-1.1); nothing to download"
+
+    def __init__(
+        self, image_size: int = 32, renderings: int = DEFAULT_RENDERINGS, scripts: Sequence[str] | None = None,
+        max_classes_per_script: int | None = None, font_dir: str | os.PathLike | None = None,
+        manifest_path: str | os.PathLike | None = None, progress: bool = True,
+    ) -> None:
+        if image_size < 8 or renderings < 1:
+            raise TcsFewshotError(f"glyphs needs image_size >= 8 and renderings >= 1, got {image_size}, {renderings}")
+        self.image_size, self.renderings = int(image_size), int(renderings)
+        self.scripts = None if scripts is None else tuple(scripts)
+        self.max_classes_per_script = max_classes_per_script
+        self.font_dir = None if font_dir is None else Path(font_dir)
+        self.manifest_path = None if manifest_path is None else Path(manifest_path)
+        self.progress = progress
+
+    def manifest(self) -> dict[str, Any]:
+        """The scripts manifest, with ``splits`` cut to the chosen scripts and class limit."""
+        if self.manifest_path is None:
+            manifest = load_manifest(self.name, self.schemes[0])  # ships as package data
+        else:
+            manifest = read_manifest(self.manifest_path)
+        if self.scripts is not None and set(self.scripts) - set(manifest["scripts"]):
+            unknown = sorted(set(self.scripts) - set(manifest["scripts"]))
+            raise TcsFewshotError(f"glyphs has no script '{unknown[0]}'; choose from: {', '.join(manifest['scripts'])}")
+        limit, taken = self.max_classes_per_script, Counter()
+        splits = {}
+        for split, classes in manifest["splits"].items():
+            splits[split] = []
+            for class_id in classes:  # in code point order within each script
+                script = class_id.split("/")[0]
+                if (self.scripts is None or script in self.scripts) and (limit is None or taken[script] < limit):
+                    taken[script] += 1
+                    splits[split].append(class_id)
+        n_classes = sum(len(classes) for classes in splits.values())
+        expected = {"classes": n_classes, "images_per_class": self.renderings, "images": n_classes * self.renderings}
+        return {**manifest, "splits": splits, "expected": expected}
+
+    def build_dir(self, root: Path, manifest: dict[str, Any]) -> Path:
+        """``root/<size>px-<renderings>r-<key>``: ``key`` hashes everything that changes the images."""
+        settings = {"renderer": RENDERER_VERSION, "size": self.image_size, "renderings": self.renderings,
+                    "splits": manifest["splits"], "scripts": manifest["scripts"],
+                    "fonts": manifest["provenance"]}
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+        return Path(root).expanduser() / f"{self.image_size}px-{self.renderings}r-{key}"
+
+    def check(self, root: str | os.PathLike | None = None) -> CheckReport:
+        """Usable when built intact under ``root``, or when the fonts to build it are installed."""
+        root = Path(root) if root is not None else data_home() / "glyphs"
+        report = CheckReport(self.name, root)
+        try:
+            manifest = self.manifest()
+        except TcsFewshotError as error:
+            report.problems.append(str(error))
+            return report
+        directory = self.build_dir(root, manifest)
+        report.facts.update(classes=sum(len(c) for c in manifest["splits"].values()),
+                            images=manifest["expected"]["images"], build=str(directory))
+        if (directory / "build.json").is_file():
+            build = json.loads((directory / "build.json").read_text())
+            intact = sha256_file(directory / "images.npy") == build["images_file_sha256"]
+            report.facts.update(built=True, images_sha256=build["images_sha256"])
+            if not intact:
+                report.problems.append(f"glyphs build '{directory}' is damaged; delete that folder to rebuild it")
+            return report
+        report.facts["built"] = False
+        try:
+            locate_fonts(manifest["provenance"], self.font_dir)
+        except TcsFewshotError as error:
+            report.problems.append(str(error))
+        return report
+
+    def load(self, root: str | os.PathLike | None = None, scheme: str | None = None) -> BenchmarkData:
+        """The benchmark, built first if needed; items ``<Script>/U+XXXX/<k>``, labels ``<Script>/U+XXXX``."""
+        if scheme not in (None, *self.schemes):
+            raise TcsFewshotError(f"benchmark 'glyphs' has no split scheme '{scheme}'; choose from: scripts")
+        manifest = self.manifest()
+        directory = self.build_dir(Path(root) if root is not None else data_home() / "glyphs", manifest)
+        if not (directory / "build.json").is_file():
+            build_images(directory, manifest, self.image_size, self.renderings, self.font_dir, self.progress,
+                         {"scripts": self.scripts, "max_classes_per_script": self.max_classes_per_script})
+        images = np.load(directory / "images.npy", allow_pickle=False)
+        item_ids = (directory / "items.txt").read_text(encoding="utf-8").split()
+        if images.shape != (len(item_ids), self.image_size, self.image_size):
+            raise TcsFewshotError(f"glyphs build '{directory}' is damaged; delete that folder to rebuild it")
+        labels = [item_id.rsplit("/", 1)[0] for item_id in item_ids]
+        index = LabelIndex.from_items(item_ids, labels, manifest["splits"], name=self.name)
+        row_of = {item_id: row for row, item_id in enumerate(item_ids)}
+
+        def load_image(item_id: str):
+            from PIL import Image
+
+            if item_id not in row_of:
+                raise TcsFewshotError(f"glyphs has no item '{item_id}'")
+            return Image.fromarray(255 - images[row_of[item_id]]).convert("RGB")
+
+        build = json.loads((directory / "build.json").read_text())
+        return BenchmarkData(index, "scripts", load_image, directory, {**manifest, "build": build})
