@@ -38,7 +38,7 @@ SHAPE_OPTIONS = ("protocol", "split", "ways", "shots", "queries", "n_tasks", "se
 def task_options(command):
     """The options that define the tasks, shared by ``run`` and ``tasks``."""
     options = [
-        click.option("--benchmark", default="digits", show_default=True,
+        click.option("--benchmark", default="emoji", show_default=True,
                      help="A benchmark from 'tcs-fewshot benchmarks', or 'digits' (bundled demo)."),
         click.option("--root", type=click.Path(file_okay=False), default=None,
                      help="Where the benchmark's files are (default $TCS_FEWSHOT_DATA/<benchmark>)."),

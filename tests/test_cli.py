@@ -78,7 +78,8 @@ def test_pfsl_protocol(tmp_path, features_file):
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_2(tmp_path, args, message):
-    result = run_cli(*args, "--no-progress" if args[0] == "run" else "--format=md", cwd=tmp_path)
+    extra = ["--benchmark", "digits", "--no-progress"] if args[0] == "run" else ["--format=md"]
+    result = run_cli(*args, *extra, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -128,6 +129,30 @@ def test_tasks_file_fixes_the_shape(tmp_path, features_file):
 
 
 def test_reference_must_be_a_method_and_is_checked_first(tmp_path):
-    result = run_cli("run", "--methods", "ncm", "--reference", "logreg", "--out", str(tmp_path / "r"), "--no-progress")
+    result = run_cli("run", "--benchmark", "digits", "--methods", "ncm", "--reference", "logreg",
+                     "--out", str(tmp_path / "r"), "--no-progress")
     assert result.returncode == 2 and "--reference 'logreg' is not among --methods ncm" in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_default_run_is_the_embedded_emoji_benchmark(tmp_path):
+    result = run_cli("run", "--tasks", "20", "--out", str(tmp_path / "run"), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "run" / "summary.csv")
+    assert table["dataset"].eq("emoji").all() and table["n"].eq(20).all()
+    assert table["accuracy"].between(20, 100).all(), "raw pixels carry some signal, 5-way chance is 20%"
+
+
+def test_benchmarks_and_data_commands(tmp_path):
+    listing = run_cli("benchmarks")
+    assert listing.returncode == 0
+    for name in ("emoji", "glyphs", "cub", "mini_imagenet", "tiered_imagenet", "cifar_fs", "fc100", "omniglot"):
+        assert name in listing.stdout
+    missing = run_cli("data", "check", "cub", "--root", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "CUB_200_2011.tgz" in missing.stderr and "Traceback" not in missing.stderr
+    unknown = run_cli("data", "check", "imagenet")
+    assert unknown.returncode == 2 and "unknown benchmark 'imagenet'" in unknown.stderr
+    no_archive = run_cli("data", "prepare", "emoji", "--archive", str(tmp_path / "x.tgz"))
+    assert no_archive.returncode == 2 and "has no archive to prepare" in no_archive.stderr
+    usable = run_cli("data", "check", "glyphs")
+    assert usable.returncode == 0 and "usable" in usable.stdout

@@ -41,7 +41,7 @@ class RunConfig:
         reference: Method that paired differences are taken against (default: the first).
     """
 
-    benchmark: str = "digits"
+    benchmark: str = "emoji"
     features: str | None = None
     root: str | None = None
     scheme: str | None = None

@@ -1,0 +1,150 @@
+"""Render the emoji benchmark once into a cache directory, atomically, and reuse it after.
+
+Layout of a built root (``<data_home()>/emoji`` by default)::
+
+    build.json               what was built from what (see :func:`ensure_built`)
+    <style>/<key>.png        72x72 RGB, e.g. openmoji/1f426.png
+
+The build is keyed on everything that changes the pixels: the emoji wanted, the styles found
+(with their versions and file checksums), the Pillow, FreeType and raqm versions, and
+``RENDERER_VERSION``. A later run with the same key reuses the images; another key rebuilds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from tcs_fewshot.data.benchmarks.emoji_styles import IMAGE_SIZE, Style
+from tcs_fewshot.errors import TcsFewshotError
+
+BUILD_FILE = "build.json"
+RENDERER_VERSION = 1  # bump whenever the drawing code changes what it draws
+
+
+def library_versions() -> dict[str, str | None]:
+    """Versions of the libraries whose code produces the pixels."""
+    import PIL
+    from PIL import features
+
+    return {"pillow": PIL.__version__, **{name: features.version(name) for name in ("freetype2", "raqm", "harfbuzz")}}
+
+
+def build_key(catalog: Mapping[str, Sequence[str]], styles: Sequence[Style]) -> str:
+    """sha256 over what determines the images: emoji wanted, styles, libraries, renderer."""
+    identity = {
+        "renderer": RENDERER_VERSION,
+        "image_size": IMAGE_SIZE,
+        "libraries": library_versions(),
+        "styles": [style.describe() for style in styles],
+        "catalog": {subgroup: list(keys) for subgroup, keys in sorted(catalog.items())},
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def read_build(root: Path) -> dict | None:
+    """The build manifest of ``root``, or ``None`` when absent or unreadable (then it is rebuilt)."""
+    try:
+        return json.loads((root / BUILD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_built(root: Path, catalog: Mapping[str, Sequence[str]], styles: Sequence[Style], progress: bool = True) -> dict:
+    """The build manifest of ``root``, rendering it first unless a build with the same key is there.
+
+    Args:
+        root: Cache directory; built in a sibling temporary directory, then renamed into place.
+        catalog: subgroup -> code point keys (``1f426``) of its emoji.
+        styles: Styles to draw, from :func:`emoji_styles.find_styles`.
+        progress: Show a rich progress bar while rendering.
+
+    Returns:
+        ``{"key", "styles", "libraries", "counts", "items": [[item_id, subgroup, sha256], ...],
+        "checksum", "seconds", ...}``; ``sha256`` is over an image's raw RGB bytes (not the PNG
+        file, whose bytes depend on the zlib build), ``checksum`` over all items.
+    """
+    key = build_key(catalog, styles)
+    current = read_build(root)
+    if current is not None and current.get("key") == key:
+        return current
+    temporary = root.parent / f".{root.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        temporary.mkdir(parents=True)
+    except OSError as error:
+        raise TcsFewshotError(
+            f"cannot create the emoji cache next to '{root}' ({error.strerror}); set TCS_FEWSHOT_DATA to a writable directory"
+        ) from None
+    try:
+        build = _render_all(temporary, catalog, styles, progress)
+        build.update(key=key, libraries=library_versions(), renderer=RENDERER_VERSION, image_size=IMAGE_SIZE)
+        (temporary / BUILD_FILE).write_text(json.dumps(build, indent=1), encoding="utf-8")
+        _swap_into_place(temporary, root, key)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return read_build(root) or build
+
+
+def _render_all(target: Path, catalog: Mapping[str, Sequence[str]], styles: Sequence[Style], progress: bool) -> dict:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    started = time.perf_counter()
+    items, counts = [], {}
+    total = len(styles) * sum(len(keys) for keys in catalog.values())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False) as bar:
+        task = bar.add_task("rendering emoji (first use only)", total=total)
+        for style in styles:
+            (target / style.name).mkdir()
+            drawn = missing = 0
+            bar.update(task, description=f"rendering emoji: {style.name}")
+            for subgroup, keys in sorted(catalog.items()):
+                for key in keys:
+                    image = style.render(key)
+                    bar.advance(task)
+                    if image is None:
+                        missing += 1
+                        continue
+                    item_id = f"{style.name}/{key}.png"
+                    image.save(target / item_id, format="PNG")
+                    items.append([item_id, subgroup, hashlib.sha256(image.tobytes()).hexdigest()])
+                    drawn += 1
+            counts[style.name] = {"images": drawn, "missing": missing}
+    items.sort()
+    checksum = hashlib.sha256("".join(f"{item_id} {digest}\n" for item_id, _, digest in items).encode()).hexdigest()
+    return {
+        "styles": [style.describe() | counts[style.name] for style in styles],
+        "counts": {"images": len(items), "subgroups": len(catalog), "emoji": sum(len(k) for k in catalog.values())},
+        "checksum": checksum,
+        "seconds": round(time.perf_counter() - started, 2),
+        "items": items,
+    }
+
+
+def _swap_into_place(temporary: Path, root: Path, key: str) -> None:
+    """Rename the finished build to ``root``; a reader never sees a half-written build."""
+    old = root.parent / f".{root.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    if root.exists():
+        os.rename(root, old)
+    try:
+        os.rename(temporary, root)
+    except OSError:
+        # Another process finished the same build first: keep its result if it matches.
+        current = read_build(root)
+        if current is None or current.get("key") != key:
+            raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
