@@ -39,10 +39,13 @@ def task_options(command):
     """The options that define the tasks, shared by ``run`` and ``tasks``."""
     options = [
         click.option("--benchmark", default="emoji", show_default=True,
-                     help="A benchmark from 'tcs-fewshot benchmarks', or 'digits' (bundled demo)."),
+                     help="A benchmark from 'tcs-fewshot benchmarks', 'folder' (your images at --root), "
+                          "or 'digits' (bundled demo)."),
         click.option("--root", type=click.Path(file_okay=False), default=None,
                      help="Where the benchmark's files are (default $TCS_FEWSHOT_DATA/<benchmark>)."),
         click.option("--scheme", default=None, help="The benchmark's split scheme (default: its first)."),
+        click.option("--split-file", type=click.Path(dir_okay=False), default=None,
+                     help="With --benchmark folder: JSON {split: [class, ...]} (default: a seeded class split)."),
         click.option("--features", type=click.Path(dir_okay=False), default=None,
                      help="An .npz features file (ids, labels, features[, split, is_train]) instead of a benchmark."),
         click.option("--protocol", type=click.Choice(["episodic", "pfsl"]), default="episodic", show_default=True),
@@ -72,7 +75,7 @@ def task_options(command):
 @click.option("--reference", default=None, help="Method that paired differences are taken against (default: first).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first method failure (records kept).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def run(benchmark, root, scheme, features, protocol, split, ways, shots, queries, n_tasks, seed, methods, tasks_file, out, ci,
+def run(benchmark, root, scheme, split_file, features, protocol, split, ways, shots, queries, n_tasks, seed, methods, tasks_file, out, ci,
         reference, fail_fast, no_progress) -> None:
     """Evaluate methods on identical tasks; write records, manifest and tables to the run directory.
 
@@ -92,7 +95,8 @@ def run(benchmark, root, scheme, features, protocol, split, ways, shots, queries
                  if click.get_current_context().get_parameter_source(name) == ParameterSource.COMMANDLINE]
         if given:
             raise click.UsageError(f"--tasks-file fixes the tasks; drop --{given[0].replace('n_tasks', 'tasks')}")
-    config = RunConfig(benchmark=benchmark, root=root, scheme=scheme, features=features, protocol=protocol, split=split, ways=ways, shots=shots,
+    config = RunConfig(benchmark=benchmark, root=root, scheme=scheme, split_file=split_file, features=features,
+                       protocol=protocol, split=split, ways=ways, shots=shots,
                        queries=queries, tasks=n_tasks, seed=seed, methods=methods, tasks_file=tasks_file,
                        ci=ci, reference=reference)
     result = run_experiment(config, run_dir=out, progress=not no_progress, fail_fast=fail_fast)
@@ -150,7 +154,7 @@ def report(run_dir, fmt, show_paired, reference, ci) -> None:
 @main.command("tasks")
 @task_options
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Task file (.json or .json.gz).")
-def export_tasks(benchmark, root, scheme, features, protocol, split, ways, shots, queries, n_tasks, seed, out) -> None:
+def export_tasks(benchmark, root, scheme, split_file, features, protocol, split, ways, shots, queries, n_tasks, seed, out) -> None:
     """Write a task file that other projects can evaluate on (ids, labels, checksums).
 
     Example: tcs-fewshot tasks --shots 1 --tasks 600 --out tasks-1shot.json.gz
@@ -159,7 +163,7 @@ def export_tasks(benchmark, root, scheme, features, protocol, split, ways, shots
     from tcs_fewshot.data.tasks import TaskSpec, sample_tasks
     from tcs_fewshot.evaluation.experiment import RunConfig, load_index
 
-    index = load_index(RunConfig(benchmark=benchmark, root=root, scheme=scheme, features=features))
+    index = load_index(RunConfig(benchmark=benchmark, root=root, scheme=scheme, split_file=split_file, features=features))
     spec = TaskSpec(protocol=protocol, split=split, ways=ways, shots=shots, queries=queries, seed=seed)
     checksum = save_tasks(sample_tasks(index, spec, n_tasks), Path(out))
     console.print(f"{n_tasks} tasks ({spec.describe()}) written to {out}; checksum {checksum}")

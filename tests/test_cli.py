@@ -156,3 +156,24 @@ def test_benchmarks_and_data_commands(tmp_path):
     assert no_archive.returncode == 2 and "has no archive to prepare" in no_archive.stderr
     usable = run_cli("data", "check", "glyphs")
     assert usable.returncode == 0 and "usable" in usable.stdout
+
+
+def test_users_own_image_folder(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(6):
+        colour = rng.integers(0, 255, size=3)
+        (tmp_path / "images" / f"kind{c}").mkdir(parents=True)
+        for i in range(5):
+            pixels = np.clip(colour + rng.normal(0, 10, size=(8, 8, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / f"kind{c}" / f"{i}.png")
+    (tmp_path / "split.json").write_text('{"train": ["kind0", "kind1"], "test": ["kind2", "kind3", "kind4", "kind5"]}')
+    result = run_cli("run", "--benchmark", "folder", "--root", str(tmp_path / "images"), "--split-file",
+                     str(tmp_path / "split.json"), "--ways", "3", "--shots", "2", "--queries", "3", "--tasks", "10",
+                     "--out", str(tmp_path / "run"), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(tmp_path / "run" / "summary.csv")
+    assert table["n"].eq(10).all() and table.set_index("method")["accuracy"]["ncm"] > 90, "one colour per class"
+    no_root = run_cli("run", "--benchmark", "folder", "--no-progress")
+    assert no_root.returncode == 2 and "--benchmark folder needs --root" in no_root.stderr

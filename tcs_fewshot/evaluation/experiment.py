@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tcs_fewshot.data.benchmarks import BenchmarkData, default_root, get_benchmark
+from tcs_fewshot.data.benchmarks import BenchmarkData, open_benchmark
 from tcs_fewshot.data.digits import load_digits_benchmark
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.data.taskfile import load_tasks
@@ -33,6 +33,8 @@ class RunConfig:
         features: Path of an ``.npz`` features file; replaces ``benchmark`` when given.
         root: Where the benchmark's files are (default ``$TCS_FEWSHOT_DATA/<benchmark>``).
         scheme: The benchmark's split scheme (default: its first).
+        split_file: For ``benchmark="folder"``: a JSON ``{split: [class, ...]}``; without it the
+            classes are split by a seeded rule (recorded with the data).
         protocol, split, ways, shots, queries, seed: the :class:`TaskSpec`.
         tasks: Number of tasks (episodic) or repeats of the shot draw (pFSL).
         methods: Registry names of the methods, in report order.
@@ -45,6 +47,7 @@ class RunConfig:
     features: str | None = None
     root: str | None = None
     scheme: str | None = None
+    split_file: str | None = None
     protocol: str = "episodic"
     split: str = "test"
     ways: int = 5
@@ -77,8 +80,8 @@ class RunResult:
 
 
 def _benchmark_data(config: RunConfig) -> BenchmarkData:
-    root = Path(config.root) if config.root else default_root(config.benchmark)
-    return get_benchmark(config.benchmark).load(root, config.scheme)
+    adapter, root = open_benchmark(config.benchmark, config.root, config.split_file)
+    return adapter.load(root, config.scheme)
 
 
 def load_index(config: RunConfig) -> LabelIndex:

@@ -57,9 +57,25 @@ def benchmark_table() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def open_benchmark(
+    name: str, root: str | os.PathLike | None = None, split_file: str | os.PathLike | None = None
+) -> tuple[Benchmark, Path]:
+    """The adapter for ``name`` and its root; ``folder`` is a user's own images at ``root``."""
+    if name == "folder":
+        from tcs_fewshot.data.benchmarks.folder import ImageFolderBenchmark
+
+        if root is None:
+            raise TcsFewshotError("--benchmark folder needs --root: an ImageFolder tree or a CSV of path,label")
+        return ImageFolderBenchmark(root, split_file=split_file), Path(root)
+    if split_file is not None:
+        raise TcsFewshotError(f"--split-file is for --benchmark folder; '{name}' has its own split schemes")
+    return get_benchmark(name), Path(root) if root is not None else default_root(name)
+
+
 def check_benchmark(name: str, root: str | os.PathLike | None = None) -> CheckReport:
     """Check benchmark ``name`` under ``root`` (default :func:`default_root`)."""
-    return get_benchmark(name).check(Path(root) if root is not None else default_root(name))
+    adapter, root = open_benchmark(name, root)
+    return adapter.check(root)
 
 
 def prepare_benchmark(name: str, archive: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
@@ -74,4 +90,4 @@ def prepare_benchmark(name: str, archive: str | os.PathLike, root: str | os.Path
 
 
 __all__ = ["ADAPTERS", "Benchmark", "BenchmarkData", "CheckReport", "benchmark_table", "check_benchmark",
-           "data_home", "default_root", "get_benchmark", "prepare_benchmark"]
+           "data_home", "default_root", "get_benchmark", "open_benchmark", "prepare_benchmark"]
