@@ -41,8 +41,9 @@ def task_options(command):
         click.option("--benchmark", default="emoji", show_default=True,
                      help="A benchmark from 'tcs-fewshot benchmarks', 'folder' (your images at --root), "
                           "or 'digits' (bundled demo)."),
-        click.option("--root", type=click.Path(file_okay=False), default=None,
-                     help="Where the benchmark's files are (default $TCS_FEWSHOT_DATA/<benchmark>)."),
+        click.option("--root", type=click.Path(), default=None,
+                     help="Where the benchmark's files are (default $TCS_FEWSHOT_DATA/<benchmark>); "
+                          "for folder, a directory or a path,label CSV."),
         click.option("--scheme", default=None, help="The benchmark's split scheme (default: its first)."),
         click.option("--split-file", type=click.Path(dir_okay=False), default=None,
                      help="With --benchmark folder: JSON {split: [class, ...]} (default: a seeded class split)."),
@@ -190,16 +191,19 @@ def data() -> None:
 
 @data.command("check")
 @click.argument("benchmark")
-@click.option("--root", type=click.Path(file_okay=False), default=None,
-              help="Where the benchmark's files are (default $TCS_FEWSHOT_DATA/<benchmark>).")
-def data_check(benchmark, root) -> None:
+@click.option("--root", type=click.Path(), default=None,
+              help="Where the benchmark's files are (default $TCS_FEWSHOT_DATA/<benchmark>); "
+                   "for folder, a directory or a path,label CSV.")
+@click.option("--split-file", type=click.Path(dir_okay=False), default=None,
+              help="With folder: JSON {split: [class, ...]} (default: a seeded class split).")
+def data_check(benchmark, root, split_file) -> None:
     """Verify layout, counts against the manifest and image integrity; exit 0 only when usable.
 
     Example: tcs-fewshot data check cub --root ~/datasets/CUB_200_2011
     """
     from tcs_fewshot.data.benchmarks import check_benchmark
 
-    report = check_benchmark(benchmark, root)
+    report = check_benchmark(benchmark, root, split_file)
     facts = ", ".join(f"{key} {value}" for key, value in report.facts.items())
     console.print(f"{benchmark} at {report.root}" + (f": {facts}" if facts else ""))
     for problem in report.problems:

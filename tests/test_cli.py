@@ -177,3 +177,26 @@ def test_users_own_image_folder(tmp_path):
     assert table["n"].eq(10).all() and table.set_index("method")["accuracy"]["ncm"] > 90, "one colour per class"
     no_root = run_cli("run", "--benchmark", "folder", "--no-progress")
     assert no_root.returncode == 2 and "--benchmark folder needs --root" in no_root.stderr
+
+
+def test_folder_from_a_csv_and_data_check_on_it(tmp_path):
+    from PIL import Image
+
+    rows = ["path,label"]
+    for c in range(5):
+        for i in range(4):
+            Image.fromarray(np.full((8, 8, 3), 40 * c, dtype=np.uint8)).save(tmp_path / f"{c}_{i}.png")
+            rows.append(f"{c}_{i}.png,kind{c}")
+    (tmp_path / "list.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "split.json").write_text('{"train": ["kind0", "kind1"], "test": ["kind2", "kind3", "kind4"]}')
+    check = run_cli("data", "check", "folder", "--root", str(tmp_path / "list.csv"), "--split-file",
+                    str(tmp_path / "split.json"))
+    assert check.returncode == 0, check.stderr
+    result = run_cli("run", "--benchmark", "folder", "--root", str(tmp_path / "list.csv"), "--split-file",
+                     str(tmp_path / "split.json"), "--ways", "3", "--shots", "1", "--queries", "2", "--tasks", "5",
+                     "--methods", "ncm", "--out", str(tmp_path / "run"), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert pd.read_csv(tmp_path / "run" / "summary.csv")["accuracy"].eq(100).all()
+    (tmp_path / "2_0.png").write_bytes(b"\x89PNG broken")
+    damaged = run_cli("data", "check", "folder", "--root", str(tmp_path / "list.csv"))
+    assert damaged.returncode == 2 and "2_0.png" in damaged.stderr

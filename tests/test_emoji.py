@@ -201,3 +201,12 @@ def test_tasks_run_through_the_evaluator_on_raw_pixels(small):
     assert len(records) == 20 and records["accuracy"].between(0, 1).all()
     assert "failure" not in records or records["failure"].isna().all()
     assert (records["dataset"] == "emoji").all()
+
+
+def test_a_root_holding_other_files_is_never_replaced(tmp_path):
+    root = tmp_path / "precious"
+    root.mkdir()
+    (root / "thesis.txt").write_text("years of work")
+    with pytest.raises(TcsFewshotError, match="holds files that are not an emoji build"):
+        Emoji(**SMALL).load(root)
+    assert (root / "thesis.txt").read_text() == "years of work"

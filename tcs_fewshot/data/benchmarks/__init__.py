@@ -72,9 +72,11 @@ def open_benchmark(
     return get_benchmark(name), Path(root) if root is not None else default_root(name)
 
 
-def check_benchmark(name: str, root: str | os.PathLike | None = None) -> CheckReport:
+def check_benchmark(
+    name: str, root: str | os.PathLike | None = None, split_file: str | os.PathLike | None = None
+) -> CheckReport:
     """Check benchmark ``name`` under ``root`` (default :func:`default_root`)."""
-    adapter, root = open_benchmark(name, root)
+    adapter, root = open_benchmark(name, root, split_file)
     return adapter.check(root)
 
 

@@ -74,6 +74,11 @@ def ensure_built(root: Path, catalog: Mapping[str, Sequence[str]], styles: Seque
     current = read_build(root)
     if current is not None and current.get("key") == key:
         return current
+    if root.is_dir() and not (root / BUILD_FILE).exists() and any(root.iterdir()):
+        # Only a directory this toolkit built may be replaced: never a user's files.
+        raise TcsFewshotError(
+            f"'{root}' holds files that are not an emoji build; give an empty or new --root for the emoji cache"
+        )
     temporary = root.parent / f".{root.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         temporary.mkdir(parents=True)
