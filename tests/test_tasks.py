@@ -132,3 +132,36 @@ def test_numpy_integers_give_the_same_spec_and_checksum():
     numpy_ints = TaskSpec(split="test", ways=np.int64(3), shots=np.int32(2), queries=np.int64(3))
     assert plain == numpy_ints and type(numpy_ints.ways) is int
     assert sample_tasks(INDEX, plain, 3).checksum == sample_tasks(INDEX, numpy_ints, 3).checksum
+
+
+def _grouped_index(copies=3, instances=12, n_classes=6):
+    """Each instance rendered ``copies`` times (like one emoji in several styles)."""
+    ids, labels, groups = [], [], []
+    for c in range(n_classes):
+        for k in range(instances):
+            for copy in range(copies):
+                ids.append(f"style{copy}/c{c}i{k}")
+                labels.append(f"class{c}")
+                groups.append(f"c{c}i{k}")
+    return LabelIndex.from_items(ids, labels, {"test": [f"class{c}" for c in range(n_classes)]}, groups=groups)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shots=st.integers(1, 4), queries=st.integers(1, 10), task_index=st.integers(0, 1000))
+def test_a_query_never_shares_a_group_with_the_support(shots, queries, task_index):
+    index = _grouped_index()
+    group_of = dict(zip(index.item_ids.tolist(), index.groups.tolist()))
+    task = TaskSampler(index, TaskSpec(split="test", ways=3, shots=shots, queries=queries)).task(task_index)
+    for label in range(3):
+        support_groups = {group_of[i] for i in task.support_ids[task.support_labels == label]}
+        query_groups = {group_of[i] for i in task.query_ids[task.query_labels == label]}
+        assert not support_groups & query_groups
+    assert len(set(task.query_ids)) == 3 * queries
+
+
+def test_groups_change_the_identity_and_an_unservable_shape_is_named():
+    index = _grouped_index()
+    plain = LabelIndex.from_items(index.item_ids, index.labels, index.class_splits)
+    assert plain.fingerprint != index.fingerprint
+    with pytest.raises(TcsFewshotError, match="keeps only 21 items outside the groups of a 5-shot support set"):
+        TaskSampler(index, TaskSpec(split="test", ways=3, shots=5, queries=22))

@@ -30,6 +30,9 @@ class LabelIndex:
             or ``train``/``val``/``test``). A dataset without splits has one, ``all``.
         is_train: ``(n_items,)`` bool, the dataset's official train/test image split
             (needed by the pFSL protocol), or ``None``.
+        groups: ``(n_items,)`` str or ``None``. Items of one group are renderings of one instance
+            (one emoji in several styles): episodic tasks never put a query in the group of a
+            support item, so a method cannot match a query to its own copy.
     """
 
     name: str
@@ -37,6 +40,7 @@ class LabelIndex:
     labels: np.ndarray
     class_splits: Mapping[str, tuple[str, ...]]
     is_train: np.ndarray | None = None
+    groups: np.ndarray | None = None
 
     @classmethod
     def from_items(
@@ -46,6 +50,7 @@ class LabelIndex:
         class_splits: Mapping[str, Sequence[str]] | None = None,
         is_train: Sequence[bool] | np.ndarray | None = None,
         name: str = "dataset",
+        groups: Sequence[str] | np.ndarray | None = None,
     ) -> LabelIndex:
         """Build and validate an index; ids and labels are converted to strings."""
         ids = np.asarray([str(item) for item in item_ids])
@@ -83,7 +88,12 @@ class LabelIndex:
                 raise TcsFewshotError(
                     f"dataset '{name}': is_train has {train.size} entries for {ids.size} items"
                 )
-        return cls(name=name, item_ids=ids, labels=label_array, class_splits=splits, is_train=train)
+        group_array = None
+        if groups is not None:
+            group_array = np.asarray([str(group) for group in groups])
+            if group_array.shape != ids.shape:
+                raise TcsFewshotError(f"dataset '{name}': groups has {group_array.size} entries for {ids.size} items")
+        return cls(name=name, item_ids=ids, labels=label_array, class_splits=splits, is_train=train, groups=group_array)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -100,6 +110,8 @@ class LabelIndex:
         splits = {split: sorted(classes) for split, classes in self.class_splits.items()}
         digest.update(json.dumps(splits, sort_keys=True).encode())
         digest.update(b"has_train_flags" if self.is_train is not None else b"")
+        if self.groups is not None:
+            digest.update(b"groups:" + "\n".join(self.groups[order].tolist()).encode())
         return digest.hexdigest()
 
     def classes(self, split: str) -> tuple[str, ...]:

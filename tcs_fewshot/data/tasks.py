@@ -147,6 +147,18 @@ class TaskSampler:
                     f"{spec.shots}-shot {spec.queries}-query tasks need {needed} per class; "
                     f"lower --queries to at most {max(len(members) - spec.shots, 0)} or --shots"
                 )
+        self._groups = None
+        if self.index.groups is not None:
+            # Group codes per class member; the check guarantees every draw can be served.
+            self._groups = [np.unique(self.index.groups[members], return_inverse=True)[1] for members in self._members]
+            for class_name, codes in zip(self.classes, self._groups):
+                largest = np.sort(np.bincount(codes))[::-1][: spec.shots].sum()
+                if len(codes) - largest < spec.queries:
+                    raise TaskShapeError(
+                        f"class '{class_name}' of split '{spec.split}' keeps only {len(codes) - largest} items "
+                        f"outside the groups of a {spec.shots}-shot support set, fewer than {spec.queries} queries; "
+                        f"lower --queries to at most {max(len(codes) - largest, 0)} or --shots"
+                    )
 
     def _check_pfsl(self) -> None:
         if self.index.is_train is None:
@@ -186,10 +198,7 @@ class TaskSampler:
             return self._pfsl_task(task_index, rng)
         spec = self.spec
         chosen = rng.choice(len(self.classes), size=spec.ways, replace=False)
-        per_class = spec.shots + spec.queries
-        draws = np.stack(
-            [self._members[c][rng.choice(len(self._members[c]), size=per_class, replace=False)] for c in chosen]
-        )
+        draws = np.stack([self._draw(c, rng) for c in chosen])
         labels = np.arange(spec.ways, dtype=np.int64)
         # Shuffled, so that no method can read labels off the order of the items.
         support_order = rng.permutation(spec.ways * spec.shots)
@@ -203,6 +212,17 @@ class TaskSampler:
             query_ids=ids[draws[:, spec.shots :].ravel()[query_order]],
             query_labels=np.repeat(labels, spec.queries)[query_order],
         )
+
+    def _draw(self, class_position: int, rng: np.random.Generator) -> np.ndarray:
+        """``(shots + queries,)`` positions of one class: support first, then queries."""
+        members, spec = self._members[class_position], self.spec
+        if self._groups is None:
+            return members[rng.choice(len(members), size=spec.shots + spec.queries, replace=False)]
+        codes = self._groups[class_position]
+        support = rng.choice(len(members), size=spec.shots, replace=False)
+        outside = np.flatnonzero(~np.isin(codes, codes[support]))
+        query = outside[rng.choice(len(outside), size=spec.queries, replace=False)]
+        return members[np.concatenate([support, query])]
 
     def _pfsl_task(self, task_index: int, rng: np.random.Generator) -> Task:
         shots = self.spec.shots

@@ -9,9 +9,10 @@ Google's (npm ``emoji-datasource-google``, else Debian ``fonts-noto-color-emoji`
 
 Items are ``<style>/<codepoints>.png`` (``openmoji/1f426.png``), 72x72 RGB on white; labels
 are subgroup names (``animal-bird``); splits ``train``/``val``/``test`` come from the committed
-manifest. A class is kept only when the installed styles give it at least ``min_instances``
-images (20 = 5 shots + 15 queries by default), so the class set, like the instances, depends on
-the styles found: the build manifest records them and the index fingerprint tells runs apart.
+manifest. Items of one emoji form a group: tasks never put a query's own emoji (in another style)
+in the support set. A class is kept only when the installed styles let it serve 5 support emoji
+and 15 queries of other emoji (``min_instances``), so the class set, like the instances, depends
+on the styles found: the build manifest records them and the index fingerprint tells runs apart.
 ``is_train`` is ``None``: there is no official image split, so the pFSL protocol does not apply.
 """
 
@@ -45,7 +46,10 @@ class Emoji:
         styles: Restrict to these style names (``("openmoji",)``); default every style found.
         max_subgroups: Keep only the first N subgroups (sorted) of each split: small test builds.
         max_emoji: Keep only the first N emoji (CLDR order) of each subgroup.
-        min_instances: Drop classes with fewer images than this with the styles found.
+        min_instances: Keep a class only if it can serve ``reserved_shots`` support emoji and
+            ``min_instances - reserved_shots`` queries that are other emoji (tasks never put a
+            query's own emoji, in another style, in the support set).
+        reserved_shots: The support size that rule reserves (5: the default 5-shot 15-query).
         progress: Show a progress bar while rendering.
         **sources: Override where packages are found (fields of :class:`Sources`, e.g.
             ``openmoji_dir=Path(...)``, ``npm_root=None`` to ignore npm styles).
@@ -63,12 +67,13 @@ class Emoji:
         max_subgroups: int | None = None,
         max_emoji: int | None = None,
         min_instances: int = 20,
+        reserved_shots: int = 5,
         progress: bool = True,
         **sources: Path | None,
     ) -> None:
         self.style_names = None if styles is None else tuple(styles)
         self.max_subgroups, self.max_emoji = max_subgroups, max_emoji
-        self.min_instances, self.progress = min_instances, progress
+        self.min_instances, self.reserved_shots, self.progress = min_instances, reserved_shots, progress
         self.source_overrides = sources
 
     def _prepare(self, root: Path | None) -> tuple[Path, dict, dict[str, list[str]], list]:
@@ -108,29 +113,44 @@ class Emoji:
                 report.problems.append(f"image '{report.root / item_id}' differs from the build manifest; delete {report.root} to rebuild")
         return report
 
+    def _servable_images(self, items: Sequence[Sequence[str]]) -> Counter:
+        """subgroup -> images outside its ``reserved_shots`` largest emoji, plus ``reserved_shots``.
+
+        That is the largest ``shots + queries`` a group-disjoint task can always draw.
+        """
+        per_emoji: dict[str, Counter] = {}
+        for item_id, subgroup, _ in items:
+            per_emoji.setdefault(subgroup, Counter())[item_id.split("/", 1)[1]] += 1
+        servable = Counter()
+        for subgroup, counts in per_emoji.items():
+            largest = sum(sorted(counts.values(), reverse=True)[: self.reserved_shots])
+            servable[subgroup] = sum(counts.values()) - largest + min(self.reserved_shots, len(counts))
+        return servable
+
     def load(self, root: Path | None = None, scheme: str | None = None) -> BenchmarkData:
         """Build on first use (or when the styles or versions changed), then index the images."""
         if scheme not in (None, *self.schemes):
             raise TcsFewshotError(f"benchmark 'emoji' has no split scheme '{scheme}'; choose: {', '.join(self.schemes)}")
         root, manifest, catalog, styles = self._prepare(root)
         build = ensure_built(root, catalog, styles, progress=self.progress)
-        sizes = Counter(subgroup for _, subgroup, _ in build["items"])
-        kept = {s for s in catalog if sizes[s] >= self.min_instances}
+        servable = self._servable_images(build["items"])
+        kept = {s for s in catalog if servable[s] >= self.min_instances}
         if not kept:
             raise TcsFewshotError(
-                f"no emoji subgroup has {self.min_instances} images with the styles found ({', '.join(s.name for s in styles)}); "
-                "install more styles (see the README) or lower min_instances"
+                f"no emoji subgroup has {self.min_instances} usable images with the styles found "
+                f"({', '.join(s.name for s in styles)}); install more styles (see the README) or lower min_instances"
             )
-        items = [(item_id, subgroup) for item_id, subgroup, _ in build["items"] if subgroup in kept]
+        items = [item_id for item_id, subgroup, _ in build["items"] if subgroup in kept]
         index = LabelIndex.from_items(
-            np.array([item_id for item_id, _ in items]),
-            np.array([subgroup for _, subgroup in items]),
+            np.array(items),
+            np.array([subgroup for _, subgroup, _ in build["items"] if subgroup in kept]),
             class_splits={split: [s for s in manifest["splits"][split] if s in kept] for split in SPLITS},
             name="emoji",
+            groups=[item_id.split("/", 1)[1] for item_id in items],  # one emoji = one group across styles
         )
         details = {
             **{k: v for k, v in manifest.items() if k != "emoji"},
             "build": {k: v for k, v in build.items() if k != "items"},
-            "dropped": {s: f"{sizes[s]} images < {self.min_instances}" for s in sorted(set(catalog) - kept)},
+            "dropped": {s: f"{servable[s]} usable images < {self.min_instances}" for s in sorted(set(catalog) - kept)},
         }
         return BenchmarkData(index, "subgroups", lambda item_id: load_rgb(root / item_id), root, details)
