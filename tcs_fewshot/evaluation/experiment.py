@@ -93,14 +93,34 @@ def load_index(config: RunConfig) -> LabelIndex:
     return _benchmark_data(config).index
 
 
-def load_inputs(config: RunConfig) -> tuple[LabelIndex, FeatureSet]:
-    """The label index and the features the probes run on, as ``config`` names them."""
+def load_inputs(config: RunConfig) -> tuple[LabelIndex, FeatureSet, dict]:
+    """The label index, the features the probes run on, and where the data came from.
+
+    The third item (benchmark manifest checksum, build checksum of an embedded benchmark,
+    pretraining-overlap notes) is recorded in the run manifest.
+    """
     if config.features:
-        return load_features_file(config.features)
+        index, features = load_features_file(config.features)
+        return index, features, {"features_file_sha256": _sha256(Path(config.features))}
     if config.benchmark == "digits":
-        return load_digits_benchmark()
+        return (*load_digits_benchmark(), {"benchmark": "digits"})
     data = _benchmark_data(config)
-    return data.index, pixel_features(data)
+    build = data.manifest.get("build", {})
+    provenance = {
+        "benchmark": config.benchmark,
+        "scheme": data.scheme,
+        "manifest_checksum": data.manifest.get("checksum"),
+        "build_checksum": build.get("checksum") or build.get("images_sha256"),
+        "pretraining_overlap": data.manifest.get("pretraining_overlap"),
+        "embedding": "raw pixels, 16x16 RGB",
+    }
+    return data.index, pixel_features(data), provenance
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def base_mean(index: LabelIndex, feature_set: FeatureSet, spec: TaskSpec) -> np.ndarray | None:
@@ -135,7 +155,7 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
     unknown = [name for name in config.methods if name not in PROBES]
     if unknown:
         raise TcsFewshotError(f"unknown method '{unknown[0]}'; choose from: {', '.join(PROBES)}")
-    index, feature_set = load_inputs(config)
+    index, feature_set, provenance = load_inputs(config)
     if config.tasks_file:
         task_set = load_tasks(config.tasks_file, index=index)
         spec = task_set.spec
@@ -151,6 +171,7 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
     # The tasks are identified by their checksum (in the manifest), never by a file's path.
     recorded = {k: v for k, v in asdict(config).items() if k not in ("methods", "ci", "reference", "tasks_file")}
     recorded["data_fingerprint"] = index.fingerprint
+    recorded["data"] = provenance
     records = evaluate(task_set, methods, feature_set, run_dir=run_dir, config=recorded,
                        fail_fast=fail_fast, progress=progress)
     reference = config.reference or config.methods[0]
