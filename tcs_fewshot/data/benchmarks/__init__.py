@@ -43,17 +43,27 @@ def default_root(name: str) -> Path:
 
 
 def benchmark_table() -> pd.DataFrame:
-    """Every registered benchmark: schemes, description, source, default root and readiness."""
+    """Every benchmark: schemes, description, source, default root and readiness on this machine.
+
+    Readiness is what can be seen without reading every image: an embedded benchmark is
+    ``built`` once a build manifest exists under its root; a dataset is ``files present``
+    when its root holds anything (``tcs-fewshot data check`` verifies them).
+    """
     rows = []
     for name in ADAPTERS:
         adapter = get_benchmark(name)
         root = default_root(name)
+        present = root.is_dir() and any(root.iterdir())
         if getattr(adapter, "embedded", False):
-            status = "built" if root.exists() else "built on first use"
+            built = root.is_dir() and any(root.glob("**/build.json"))
+            status = "built" if built else "builds on first use"
         else:
-            status = "found (run data check)" if root.exists() else "not found"
+            status = "files present (run data check)" if present else "not found"
         rows.append({"benchmark": name, "schemes": ", ".join(adapter.schemes), "status": status,
                      "root": str(root), "description": adapter.description, "source": adapter.source})
+    rows.append({"benchmark": "folder", "schemes": "custom", "status": "your --root", "root": "",
+                 "description": "your own images: an ImageFolder tree or a path,label CSV (--root, --split-file)",
+                 "source": "your data"})
     return pd.DataFrame(rows)
 
 
