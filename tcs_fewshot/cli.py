@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 a method failed on some tasks (records kept), 2 bad usa
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from rich.console import Console
 from tcs_fewshot.errors import TcsFewshotError
 
 console = Console()
+# Before torch loads: spin-waiting OpenMP threads made teacher passes up to 100x slower when
+# the other core was busy (measured on 2 cores).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _comma_list(ctx, param, value: str | None) -> tuple[str, ...] | None:

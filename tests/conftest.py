@@ -9,6 +9,8 @@ from tcs_fewshot import FeatureSet, LabelIndex
 # Tests never read or fill the user's benchmark cache, and never reach a model hub.
 os.environ["TCS_FEWSHOT_DATA"] = tempfile.mkdtemp(prefix="tcs-fewshot-test-data-")
 os.environ["HF_HUB_OFFLINE"] = "1"
+# With the other core busy, OpenMP's spin-waiting made one MobileNetV2 pass 100x slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def make_index(n_classes=12, per_class=25, splits=("train", "val", "test"), name="toy", with_train_flags=True):
