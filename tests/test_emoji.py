@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -25,9 +27,13 @@ from tcs_fewshot.data.benchmarks.emoji_catalog import (
     load_manifest,
     parse_emoji_test,
 )
-from tcs_fewshot.data.benchmarks.emoji_sources import Sources, package_version
+from tcs_fewshot.data.benchmarks.emoji_styles import (
+    Sources,
+    Style,
+    find_styles,
+    package_version,
+)
 from tcs_fewshot.models.pixels import pixel_features
-from tcs_fewshot.data.benchmarks.emoji_styles import Style, find_styles
 
 # 5 subgroups per split, 8 emoji each, one style: about 120 renders, well under a second.
 SMALL = {"styles": ("openmoji",), "max_subgroups": 5, "max_emoji": 8, "min_instances": MIN_EMOJI, "progress": False}
@@ -211,3 +217,45 @@ def test_a_root_holding_other_files_is_never_replaced(tmp_path):
     with pytest.raises(TcsFewshotError, match="holds files that are not an emoji build"):
         Emoji(**SMALL).load(root)
     assert (root / "thesis.txt").read_text() == "years of work"
+
+
+def dead_pid():
+    """The pid of a process that has exited."""
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
+
+
+def test_a_killed_build_is_cleaned_up_by_the_next_build(tmp_path):
+    stale = tmp_path / f".emoji.building-{dead_pid()}-0123abcd"  # a build killed half-way
+    (stale / "openmoji").mkdir(parents=True)
+    (stale / "openmoji" / "1f600.png").write_bytes(b"half")
+    running = tmp_path / f".emoji.building-{os.getpid()}-4567cdef"  # a build still running
+    elsewhere = tmp_path / f".emoji.building-{dead_pid()}-another-host-89abcdef"  # another machine's
+    running.mkdir(), elsewhere.mkdir()
+    Emoji(**{**SMALL, "max_subgroups": 1}).load(tmp_path / "emoji")
+    assert sorted(os.listdir(tmp_path)) == sorted([running.name, elsewhere.name, "emoji"])
+
+
+def test_an_unwritable_root_is_a_problem_before_rendering(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    report = Emoji(**SMALL).check(blocker / "emoji")
+    assert not report.ok and len(report.problems) == 1 and "writable" in report.problems[0]
+
+    def no_render(self, key):
+        raise AssertionError("rendered before finding that the root cannot be written")
+
+    monkeypatch.setattr(Style, "render", no_render)
+    with pytest.raises(TcsFewshotError, match="writable") as error:
+        Emoji(**SMALL).load(blocker / "emoji")
+    assert "\n" not in str(error.value) and str(blocker) in str(error.value)
+
+
+def test_an_existing_build_in_a_folder_that_cannot_be_written_is_usable(small, monkeypatch):
+    monkeypatch.setattr("tcs_fewshot.data.benchmarks.cache_build.tempfile.mkdtemp", no_writing)
+    assert Emoji(**SMALL).check(small.root).ok
+
+
+def no_writing(*args, **kwargs):
+    raise PermissionError(13, "Permission denied")

@@ -139,14 +139,19 @@ def test_missing_fonts_give_one_error_naming_the_packages(tmp_path):
     assert not report.ok and "pip install" in report.problems[0]
 
 
+def copy_build(data, root):
+    """A copy of the build of ``data`` under ``root`` (the root of another cache); returns its folder."""
+    target = root / data.root.name
+    target.mkdir(parents=True)
+    for name in ("images.npy", "items.txt", "build.json"):
+        (target / name).write_bytes((data.root / name).read_bytes())
+    return target
+
+
 def test_damaged_build_is_reported(small, tmp_path):
     _, data = small
     copy = tmp_path / "copy"
-    copy.mkdir()
-    target = copy / data.root.name
-    target.mkdir()
-    for name in ("images.npy", "items.txt", "build.json"):
-        (target / name).write_bytes((data.root / name).read_bytes())
+    target = copy_build(data, copy)
     with open(target / "images.npy", "r+b") as handle:
         handle.seek(-1, 2)
         handle.write(b"\x01")
@@ -168,3 +173,80 @@ def test_tasks_run_through_the_evaluator_with_ncm_on_pixels(small):
     records = evaluate(tasks, {"ncm": NearestClassMean()}, pixels(data), measure_memory=False)
     assert len(records) == 30 and ("failure" not in records or records["failure"].isna().all())
     assert records["accuracy"].mean() > 0.4  # chance is 0.2
+
+
+def swapped_fonts(data, folder):
+    """``folder`` holding the fonts of ``data``, but the upright Noto Sans in place of its italic."""
+    fonts = locate_fonts(data.manifest["provenance"])
+    folder.mkdir()
+    for name, path in fonts.items():
+        (folder / name).symlink_to(path)
+    swapped = "NotoSans-Italic[wdth,wght].ttf"
+    (folder / swapped).unlink()
+    (folder / swapped).symlink_to(fonts["NotoSans[wdth,wght].ttf"])
+    return swapped
+
+
+def test_a_build_from_other_fonts_is_never_reused(small, tmp_path):
+    _, first = small
+    root = tmp_path / "cache"
+    reference = copy_build(first, root)
+    swapped = swapped_fonts(first, tmp_path / "fonts")
+    with pytest.warns(UserWarning, match=re.escape(f"differ from the manifest's, first '{swapped}'")):
+        second = Glyphs(**SMALL, font_dir=tmp_path / "fonts").load(root)
+    assert second.root.parent == root and second.root != reference
+    assert not {font["file"]: font for font in second.manifest["build"]["fonts"]}[swapped]["matches_manifest"]
+    assert second.manifest["build"]["images_sha256"] != first.manifest["build"]["images_sha256"]
+    assert Glyphs(**SMALL, font_dir=tmp_path / "fonts").check(root).facts["built"] is True
+    again = Glyphs(**SMALL).load(root)  # the installed fonts still find the reference build
+    assert again.root == reference and again.manifest["build"]["images_sha256"] == first.manifest["build"]["images_sha256"]
+
+
+@pytest.mark.parametrize("damage", ["corrupt build.json", "truncated images.npy", "no images_file_sha256"])
+def test_a_damaged_build_is_a_problem_for_check_and_rebuilt_by_load(small, tmp_path, damage):
+    _, data = small
+    root = tmp_path / "cache"
+    target = copy_build(data, root)
+    if damage == "corrupt build.json":
+        (target / "build.json").write_text("{not json")
+    elif damage == "truncated images.npy":
+        (target / "images.npy").write_bytes((target / "images.npy").read_bytes()[:1000])
+    else:
+        build = json.loads((target / "build.json").read_text())
+        del build["images_file_sha256"]
+        (target / "build.json").write_text(json.dumps(build))
+    report = Glyphs(**SMALL).check(root)
+    assert not report.ok and len(report.problems) == 1 and "\n" not in report.problems[0]
+    assert f"glyphs build '{target}' is damaged" in report.problems[0] and "delete that folder" in report.problems[0]
+    empty = tmp_path / "no-fonts"
+    empty.mkdir()
+    with pytest.raises(TcsFewshotError, match="is damaged"):  # cannot rebuild without the fonts
+        Glyphs(**SMALL, font_dir=empty).load(root)
+    with pytest.warns(UserWarning, match="is damaged .* rebuilding it"):
+        again = Glyphs(**SMALL).load(root)
+    assert again.root == target and again.manifest["build"]["images_sha256"] == data.manifest["build"]["images_sha256"]
+    assert Glyphs(**SMALL).check(root).ok and [p.name for p in root.iterdir()] == [target.name]
+
+
+def test_a_folder_in_the_way_of_a_build_is_never_replaced(small, tmp_path):
+    _, data = small
+    (tmp_path / data.root.name).mkdir()
+    (tmp_path / data.root.name / "notes.txt").write_text("mine")
+    with pytest.raises(TcsFewshotError, match="holds files that are not a glyphs build"):
+        Glyphs(**SMALL).load(tmp_path)
+    assert (tmp_path / data.root.name / "notes.txt").read_text() == "mine"
+
+
+def test_an_unwritable_root_is_a_problem_before_rendering(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    report = Glyphs(**SMALL).check(blocker / "glyphs")
+    assert not report.ok and len(report.problems) == 1 and "writable" in report.problems[0]
+
+    def no_render(*args, **kwargs):
+        raise AssertionError("rendered before finding that the root cannot be written")
+
+    monkeypatch.setattr(GlyphRenderer, "render", no_render)
+    with pytest.raises(TcsFewshotError, match="writable") as error:
+        Glyphs(**SMALL).load(blocker / "glyphs")
+    assert "\n" not in str(error.value) and str(blocker) in str(error.value)

@@ -8,6 +8,7 @@ from the model that consumes them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -188,3 +189,13 @@ def extract_tar(archive: Path, destination: Path) -> None:
         raise TcsFewshotError(
             f"cannot extract '{archive}' into '{destination}' ({reason}); use a complete copy of the archive"
         ) from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read 1 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+

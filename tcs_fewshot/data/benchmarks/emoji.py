@@ -31,10 +31,14 @@ from tcs_fewshot.data.benchmarks.base import (
     data_home,
     load_rgb,
 )
+from tcs_fewshot.data.benchmarks.cache_build import unwritable
 from tcs_fewshot.data.benchmarks.emoji_cache import build_key, ensure_built, read_build
 from tcs_fewshot.data.benchmarks.emoji_catalog import SPLITS, load_manifest
-from tcs_fewshot.data.benchmarks.emoji_sources import Sources, package_version
-from tcs_fewshot.data.benchmarks.emoji_styles import find_styles
+from tcs_fewshot.data.benchmarks.emoji_styles import (
+    Sources,
+    find_styles,
+    package_version,
+)
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.errors import TcsFewshotError
 
@@ -90,7 +94,7 @@ class Emoji:
         return Path(root) if root is not None else data_home() / "emoji", manifest, catalog, styles
 
     def check(self, root: Path | None = None) -> CheckReport:
-        """Whether the benchmark can be used: packages installed, and a built cache intact if present."""
+        """Usable when the packages are installed and the build is intact, or ``root`` can take one."""
         report = CheckReport(self.name, Path(root) if root is not None else data_home() / "emoji")
         try:
             report.root, _, catalog, styles = self._prepare(root)
@@ -101,6 +105,7 @@ class Emoji:
         build = read_build(report.root)
         if build is None or build.get("key") != build_key(catalog, styles):
             report.facts["built"] = "no: built on first use (under a minute)"
+            report.problems += filter(None, [unwritable(report.root, self.name)])
             return report
         report.facts.update(built="yes", images=len(build["items"]), checksum=build["checksum"][:16])
         for item_id, _, digest in build["items"]:

@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from tcs_fewshot.data.benchmarks.cache_build import BUILD_FILE, building, progress_bar
 from tcs_fewshot.data.benchmarks.emoji_styles import IMAGE_SIZE, Style
-from tcs_fewshot.errors import TcsFewshotError
 
-BUILD_FILE = "build.json"
 RENDERER_VERSION = 1  # bump whenever the drawing code changes what it draws
 
 
@@ -51,9 +47,10 @@ def build_key(catalog: Mapping[str, Sequence[str]], styles: Sequence[Style]) -> 
 def read_build(root: Path) -> dict | None:
     """The build manifest of ``root``, or ``None`` when absent or unreadable (then it is rebuilt)."""
     try:
-        return json.loads((root / BUILD_FILE).read_text(encoding="utf-8"))
+        build = json.loads((root / BUILD_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return build if isinstance(build, dict) else None
 
 
 def ensure_built(root: Path, catalog: Mapping[str, Sequence[str]], styles: Sequence[Style], progress: bool = True) -> dict:
@@ -74,52 +71,26 @@ def ensure_built(root: Path, catalog: Mapping[str, Sequence[str]], styles: Seque
     current = read_build(root)
     if current is not None and current.get("key") == key:
         return current
-    if root.is_dir() and not (root / BUILD_FILE).exists() and any(root.iterdir()):
-        # Only a directory this toolkit built may be replaced: never a user's files.
-        raise TcsFewshotError(
-            f"'{root}' holds files that are not an emoji build; give an empty or new --root for the emoji cache"
-        )
-    temporary = root.parent / f".{root.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        temporary.mkdir(parents=True)
-    except OSError as error:
-        raise TcsFewshotError(
-            f"cannot create the emoji cache next to '{root}' ({error.strerror}); set TCS_FEWSHOT_DATA to a writable directory"
-        ) from None
-    try:
+    with building(root, "emoji", lambda target: (read_build(target) or {}).get("key") == key) as temporary:
         build = _render_all(temporary, catalog, styles, progress)
         build.update(key=key, libraries=library_versions(), renderer=RENDERER_VERSION, image_size=IMAGE_SIZE)
         (temporary / BUILD_FILE).write_text(json.dumps(build, indent=1), encoding="utf-8")
-        _swap_into_place(temporary, root, key)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
     return read_build(root) or build
 
 
 def _render_all(target: Path, catalog: Mapping[str, Sequence[str]], styles: Sequence[Style], progress: bool) -> dict:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
     started = time.perf_counter()
     items, counts = [], {}
     total = len(styles) * sum(len(keys) for keys in catalog.values())
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False) as bar:
-        task = bar.add_task("rendering emoji (first use only)", total=total)
+    with progress_bar("rendering emoji (first use only)", total, progress) as step:
         for style in styles:
             (target / style.name).mkdir()
             drawn = missing = 0
-            bar.update(task, description=f"rendering emoji: {style.name}")
+            step(0, f"rendering emoji: {style.name}")
             for subgroup, keys in sorted(catalog.items()):
                 for key in keys:
                     image = style.render(key)
-                    bar.advance(task)
+                    step()
                     if image is None:
                         missing += 1
                         continue
@@ -138,18 +109,3 @@ def _render_all(target: Path, catalog: Mapping[str, Sequence[str]], styles: Sequ
         "items": items,
     }
 
-
-def _swap_into_place(temporary: Path, root: Path, key: str) -> None:
-    """Rename the finished build to ``root``; a reader never sees a half-written build."""
-    old = root.parent / f".{root.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    if root.exists():
-        os.rename(root, old)
-    try:
-        os.rename(temporary, root)
-    except OSError:
-        # Another process finished the same build first: keep its result if it matches.
-        current = read_build(root)
-        if current is None or current.get("key") != key:
-            raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)

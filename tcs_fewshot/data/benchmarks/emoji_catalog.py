@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tcs_fewshot.data.benchmarks.emoji_sources import INSTALL_HINT
+from tcs_fewshot.data.benchmarks.emoji_styles import INSTALL_HINT
 from tcs_fewshot.errors import TcsFewshotError
 
 MANIFEST_PATH = Path(__file__).resolve().parents[3] / "data_manifests" / "emoji" / "subgroups.json"

@@ -30,8 +30,11 @@ from tcs_fewshot.data.benchmarks.emoji_catalog import (
     derive_manifest,
     parse_emoji_test,
 )
-from tcs_fewshot.data.benchmarks.emoji_sources import Sources, package_version
-from tcs_fewshot.data.benchmarks.emoji_styles import find_styles
+from tcs_fewshot.data.benchmarks.emoji_styles import (
+    Sources,
+    find_styles,
+    package_version,
+)
 
 
 def measure_difficulty(emoji_test: Path, sources: Sources, n_tasks: int = 3000, seed: int = 0) -> dict:

@@ -7,10 +7,12 @@ splits by alphabet). Each class has ``renderings`` images (default 20): distinct
 
 The images are built on first use (12-30 s on one core for all 29,100) into
 ``<root>/<size>px-<renderings>r-<key>/``, ``root`` defaulting to ``<data_home()>/glyphs``;
-see :mod:`glyphs_build` for the files. ``key`` hashes the settings and the manifest, so other
-settings build beside, and a finished build is reused without needing the fonts. All images
-are held in memory (30 MB at 32 px); ``load_image`` returns black ink on white paper as an
-RGB ``PIL`` image of ``size x size`` px.
+see :mod:`glyphs_build` for the files. ``key`` hashes the settings, the manifest and the
+sha256 of the font files found, so other settings or fonts build beside (with a warning when
+the fonts differ from the manifest's); without the fonts, the build from the manifest's fonts
+is reused if present. A damaged build is rebuilt with a warning. All images are held in
+memory (30 MB at 32 px); ``load_image`` returns black ink on white paper as an RGB ``PIL``
+image of ``size x size`` px.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,13 +28,18 @@ from typing import Any
 
 import numpy as np
 
-from tcs_fewshot.data.benchmarks.base import BenchmarkData, CheckReport, data_home
-from tcs_fewshot.data.benchmarks.glyphs_build import build_images
+from tcs_fewshot.data.benchmarks.base import (
+    BenchmarkData,
+    CheckReport,
+    data_home,
+    sha256_file,
+)
+from tcs_fewshot.data.benchmarks.cache_build import unwritable
+from tcs_fewshot.data.benchmarks.glyphs_build import build_images, read_build
 from tcs_fewshot.data.benchmarks.glyphs_render import (
     DEFAULT_RENDERINGS,
     RENDERER_VERSION,
     locate_fonts,
-    sha256_file,
 )
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.data.manifests import load_manifest, read_manifest
@@ -93,16 +101,29 @@ class Glyphs:
         expected = {"classes": n_classes, "images_per_class": self.renderings, "images": n_classes * self.renderings}
         return {**manifest, "splits": splits, "expected": expected}
 
-    def build_dir(self, root: Path, manifest: dict[str, Any]) -> Path:
-        """``root/<size>px-<renderings>r-<key>``: ``key`` hashes everything that changes the images."""
+    def fonts(self, manifest: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Path] | None]:
+        """``(fonts, paths)``: the manifest's font entries with ``sha256`` of the files found, and
+        file name -> path; ``(the manifest's entries, None)`` when some files are missing."""
+        try:
+            paths = locate_fonts(manifest["provenance"], self.font_dir)
+        except TcsFewshotError:
+            return manifest["provenance"], None
+        return [{**font, "sha256": sha256_file(paths[font["file"]])} for font in manifest["provenance"]], paths
+
+    def build_dir(self, root: Path, manifest: dict[str, Any], fonts: list[dict[str, Any]] | None = None) -> Path:
+        """``root/<size>px-<renderings>r-<key>``: ``key`` hashes everything that changes the images.
+
+        ``fonts`` are those of :meth:`fonts` (default: the manifest's), so a build from other
+        font files never takes the place of the reference build.
+        """
         settings = {"renderer": RENDERER_VERSION, "size": self.image_size, "renderings": self.renderings,
                     "splits": manifest["splits"], "scripts": manifest["scripts"],
-                    "fonts": manifest["provenance"]}
+                    "fonts": manifest["provenance"] if fonts is None else fonts}
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
         return Path(root).expanduser() / f"{self.image_size}px-{self.renderings}r-{key}"
 
     def check(self, root: str | os.PathLike | None = None) -> CheckReport:
-        """Usable when built intact under ``root``, or when the fonts to build it are installed."""
+        """Usable when built intact under ``root``, or when the fonts are installed and ``root`` is writable."""
         root = Path(root) if root is not None else data_home() / "glyphs"
         report = CheckReport(self.name, root)
         try:
@@ -110,21 +131,27 @@ class Glyphs:
         except TcsFewshotError as error:
             report.problems.append(str(error))
             return report
-        directory = self.build_dir(root, manifest)
+        fonts, paths = self.fonts(manifest)
+        directory = self.build_dir(root, manifest, fonts)
         report.facts.update(classes=sum(len(c) for c in manifest["splits"].values()),
                             images=manifest["expected"]["images"], build=str(directory))
-        if (directory / "build.json").is_file():
-            build = json.loads((directory / "build.json").read_text())
-            intact = sha256_file(directory / "images.npy") == build["images_file_sha256"]
+        differing = _differing(manifest, fonts)
+        if differing:
+            report.facts["fonts"] = f"{len(differing)} file(s) differ from the manifest's, first '{differing[0]}'"
+        build, damage = read_build(directory, fonts)
+        if damage:
+            report.facts["built"] = "damaged"
+            report.problems.append(_damaged(directory, damage))
+        elif build is not None:
             report.facts.update(built=True, images_sha256=build["images_sha256"])
-            if not intact:
-                report.problems.append(f"glyphs build '{directory}' is damaged; delete that folder to rebuild it")
-            return report
-        report.facts["built"] = False
-        try:
-            locate_fonts(manifest["provenance"], self.font_dir)
-        except TcsFewshotError as error:
-            report.problems.append(str(error))
+        else:
+            report.facts["built"] = False
+            if paths is None:
+                try:
+                    locate_fonts(manifest["provenance"], self.font_dir)
+                except TcsFewshotError as error:
+                    report.problems.append(str(error))
+            report.problems += filter(None, [unwritable(directory, self.name)])
         return report
 
     def load(self, root: str | os.PathLike | None = None, scheme: str | None = None) -> BenchmarkData:
@@ -132,14 +159,32 @@ class Glyphs:
         if scheme not in (None, *self.schemes):
             raise TcsFewshotError(f"benchmark 'glyphs' has no split scheme '{scheme}'; choose from: scripts")
         manifest = self.manifest()
-        directory = self.build_dir(Path(root) if root is not None else data_home() / "glyphs", manifest)
-        if not (directory / "build.json").is_file():
-            build_images(directory, manifest, self.image_size, self.renderings, self.font_dir, self.progress,
+        fonts, paths = self.fonts(manifest)
+        directory = self.build_dir(Path(root) if root is not None else data_home() / "glyphs", manifest, fonts)
+        build, damage = read_build(directory, fonts)
+        if build is None:
+            if damage and paths is None:
+                raise TcsFewshotError(_damaged(directory, damage))
+            paths = paths or locate_fonts(manifest["provenance"], self.font_dir)  # raises: pip install ...
+            if damage:
+                warnings.warn(f"glyphs build '{directory}' is damaged ({damage}); rebuilding it", stacklevel=2)
+            differing = _differing(manifest, fonts)
+            if differing:
+                warnings.warn(f"glyphs: {len(differing)} font file(s) differ from the manifest's, first "
+                              f"'{differing[0]}'; building a separate cache whose images differ from the reference",
+                              stacklevel=2)
+            build_images(directory, manifest, self.image_size, self.renderings, paths, fonts, self.progress,
                          {"scripts": self.scripts, "max_classes_per_script": self.max_classes_per_script})
-        images = np.load(directory / "images.npy", allow_pickle=False)
-        item_ids = (directory / "items.txt").read_text(encoding="utf-8").split()
+            build, damage = read_build(directory, fonts)
+            if build is None:
+                raise TcsFewshotError(_damaged(directory, damage or "build.json is missing"))
+        try:
+            images = np.load(directory / "images.npy", allow_pickle=False)
+            item_ids = (directory / "items.txt").read_text(encoding="utf-8").split()
+        except (OSError, ValueError) as error:
+            raise TcsFewshotError(_damaged(directory, f"{type(error).__name__}: {error}")) from None
         if images.shape != (len(item_ids), self.image_size, self.image_size):
-            raise TcsFewshotError(f"glyphs build '{directory}' is damaged; delete that folder to rebuild it")
+            raise TcsFewshotError(_damaged(directory, f"images.npy has shape {images.shape}"))
         labels = [item_id.rsplit("/", 1)[0] for item_id in item_ids]
         index = LabelIndex.from_items(item_ids, labels, manifest["splits"], name=self.name)
         row_of = {item_id: row for row, item_id in enumerate(item_ids)}
@@ -151,5 +196,13 @@ class Glyphs:
                 raise TcsFewshotError(f"glyphs has no item '{item_id}'")
             return Image.fromarray(255 - images[row_of[item_id]]).convert("RGB")
 
-        build = json.loads((directory / "build.json").read_text())
         return BenchmarkData(index, "scripts", load_image, directory, {**manifest, "build": build})
+
+
+def _differing(manifest: dict[str, Any], fonts: list[dict[str, Any]]) -> list[str]:
+    """Font files whose sha256 found differs from the manifest's."""
+    return [used["file"] for font, used in zip(manifest["provenance"], fonts) if used["sha256"] != font["sha256"]]
+
+
+def _damaged(directory: Path, reason: str) -> str:
+    return f"glyphs build '{directory}' is damaged ({' '.join(reason.split())}); delete that folder to rebuild it"

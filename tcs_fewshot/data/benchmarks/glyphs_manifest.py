@@ -18,6 +18,7 @@ import unicodedata
 from collections import defaultdict
 from pathlib import Path
 
+from tcs_fewshot.data.benchmarks.base import sha256_file
 from tcs_fewshot.data.benchmarks.glyphs_render import (
     DEFAULT_RENDERINGS,
     REFERENCE,
@@ -25,7 +26,6 @@ from tcs_fewshot.data.benchmarks.glyphs_render import (
     axis_tags,
     locate_fonts,
     script_faces,
-    sha256_file,
 )
 from tcs_fewshot.data.manifests import FORMAT, VERSION, manifest_checksum
 

@@ -11,7 +11,6 @@ deterministic given the font files, Pillow's FreeType and numpy (all recorded by
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -70,14 +69,6 @@ def locate_fonts(fonts: Sequence[Mapping[str, str]], font_dir: Path | None = Non
             f"the glyphs benchmark needs Noto font packages that are not {where}; run: pip install {pins}"
         )
     return found
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def axis_tags(path: Path) -> tuple[str, ...]:
