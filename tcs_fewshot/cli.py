@@ -69,6 +69,11 @@ def task_options(command):
 
 @main.command()
 @task_options
+@click.option("--teacher", default="torchvision:mobilenet_v2", show_default=True,
+              help="Embedding of benchmark images: a teacher spec (timm:<name>, torchvision:<name>, "
+                   "checkpoint:<path>), cached after one pass, or 'pixels'.")
+@click.option("--teacher-weights", type=click.Path(dir_okay=False), default=None,
+              help="A local weights file for the teacher.")
 @click.option("--methods", callback=_comma_list, default="ncm,simpleshot,logreg", show_default=True,
               help="Comma-separated method names.")
 @click.option("--tasks-file", type=click.Path(dir_okay=False), default=None,
@@ -80,7 +85,8 @@ def task_options(command):
 @click.option("--reference", default=None, help="Method that paired differences are taken against (default: first).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first method failure (records kept).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def run(benchmark, root, scheme, split_file, features, protocol, split, ways, shots, queries, n_tasks, seed, methods, tasks_file, out, ci,
+def run(benchmark, root, scheme, split_file, features, protocol, split, ways, shots, queries, n_tasks, seed, teacher,
+        teacher_weights, methods, tasks_file, out, ci,
         reference, fail_fast, no_progress) -> None:
     """Evaluate methods on identical tasks; write records, manifest and tables to the run directory.
 
@@ -102,7 +108,8 @@ def run(benchmark, root, scheme, split_file, features, protocol, split, ways, sh
             raise click.UsageError(f"--tasks-file fixes the tasks; drop --{given[0].replace('n_tasks', 'tasks')}")
     config = RunConfig(benchmark=benchmark, root=root, scheme=scheme, split_file=split_file, features=features,
                        protocol=protocol, split=split, ways=ways, shots=shots,
-                       queries=queries, tasks=n_tasks, seed=seed, methods=methods, tasks_file=tasks_file,
+                       queries=queries, tasks=n_tasks, seed=seed, teacher=teacher, teacher_weights=teacher_weights,
+                       methods=methods, tasks_file=tasks_file,
                        ci=ci, reference=reference)
     result = run_experiment(config, run_dir=out, progress=not no_progress, fail_fast=fail_fast)
     table = readable_summary(result.summary)
@@ -232,6 +239,40 @@ def data_prepare(benchmark, archive, root) -> None:
     from tcs_fewshot.data.benchmarks import prepare_benchmark
 
     console.print(f"{benchmark} ready at {prepare_benchmark(benchmark, archive, root)}")
+
+
+@main.group()
+def cache() -> None:
+    """The teacher feature cache ($TCS_FEWSHOT_DATA/features): what it holds, and clearing it."""
+
+
+@cache.command("info")
+def cache_info_command() -> None:
+    """One row per teacher and dataset: items filled, views, size on disk.
+
+    Example: tcs-fewshot cache info
+    """
+    from tcs_fewshot.evaluation.report import rich_table
+    from tcs_fewshot.models.cache_admin import cache_info, default_root
+
+    table = cache_info()
+    if table.empty:
+        console.print(f"the feature cache at {default_root()} is empty")
+        return
+    table["size_mb"] = table["size_mb"].round(1)
+    console.print(rich_table(table[["teacher", "dataset", "items", "items_filled", "views", "feature_dim", "size_mb"]]))
+
+
+@cache.command("clear")
+@click.option("--teacher", "teacher_name", default=None, help="Only this teacher (its spec or identity).")
+def cache_clear_command(teacher_name) -> None:
+    """Delete cached teacher features (all, or one teacher's); they are recomputed when needed.
+
+    Example: tcs-fewshot cache clear --teacher torchvision:mobilenet_v2
+    """
+    from tcs_fewshot.models.cache_admin import clear_cache
+
+    console.print(f"freed {clear_cache(teacher=teacher_name) / 2**20:.1f} MB")
 
 
 @main.group()

@@ -1,7 +1,10 @@
 """The command line: exit codes 0/1/2 and one-line errors, run as a user runs it."""
 
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -136,7 +139,7 @@ def test_reference_must_be_a_method_and_is_checked_first(tmp_path):
 
 
 def test_default_run_is_the_embedded_emoji_benchmark(tmp_path):
-    result = run_cli("run", "--tasks", "20", "--out", str(tmp_path / "run"), "--no-progress")
+    result = run_cli("run", "--tasks", "20", "--teacher", "pixels", "--out", str(tmp_path / "run"), "--no-progress")
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(tmp_path / "run" / "summary.csv")
     assert table["dataset"].eq("emoji").all() and table["n"].eq(20).all()
@@ -171,7 +174,7 @@ def test_users_own_image_folder(tmp_path):
     (tmp_path / "split.json").write_text('{"train": ["kind0", "kind1"], "test": ["kind2", "kind3", "kind4", "kind5"]}')
     result = run_cli("run", "--benchmark", "folder", "--root", str(tmp_path / "images"), "--split-file",
                      str(tmp_path / "split.json"), "--ways", "3", "--shots", "2", "--queries", "3", "--tasks", "10",
-                     "--out", str(tmp_path / "run"), "--no-progress")
+                     "--teacher", "pixels", "--out", str(tmp_path / "run"), "--no-progress")
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(tmp_path / "run" / "summary.csv")
     assert table["n"].eq(10).all() and table.set_index("method")["accuracy"]["ncm"] > 90, "one colour per class"
@@ -194,9 +197,33 @@ def test_folder_from_a_csv_and_data_check_on_it(tmp_path):
     assert check.returncode == 0, check.stderr
     result = run_cli("run", "--benchmark", "folder", "--root", str(tmp_path / "list.csv"), "--split-file",
                      str(tmp_path / "split.json"), "--ways", "3", "--shots", "1", "--queries", "2", "--tasks", "5",
-                     "--methods", "ncm", "--out", str(tmp_path / "run"), "--no-progress")
+                     "--methods", "ncm", "--teacher", "pixels", "--out", str(tmp_path / "run"), "--no-progress")
     assert result.returncode == 0, result.stderr
     assert pd.read_csv(tmp_path / "run" / "summary.csv")["accuracy"].eq(100).all()
     (tmp_path / "2_0.png").write_bytes(b"\x89PNG broken")
     damaged = run_cli("data", "check", "folder", "--root", str(tmp_path / "list.csv"))
     assert damaged.returncode == 2 and "2_0.png" in damaged.stderr
+
+
+def test_run_with_the_offline_teacher_caches_its_features(tmp_path):
+    """The default teacher (ImageNet MobileNetV2) embeds a user's folder once; a re-run reuses it."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for c in range(4):
+        (tmp_path / "images" / f"kind{c}").mkdir(parents=True)
+        for i in range(4):
+            pixels = np.full((32, 32, 3), 60 * c, dtype=np.uint8) + rng.integers(0, 20, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / f"kind{c}" / f"{i}.png")
+    (tmp_path / "split.json").write_text('{"test": ["kind0", "kind1", "kind2", "kind3"]}')
+    args = ["run", "--benchmark", "folder", "--root", str(tmp_path / "images"), "--split-file", str(tmp_path / "split.json"),
+            "--ways", "4", "--shots", "1", "--queries", "3", "--tasks", "5", "--methods", "ncm", "--no-progress"]
+    first = run_cli(*args, "--out", str(tmp_path / "one"))
+    assert first.returncode == 0, first.stderr
+    manifest = json.loads((tmp_path / "one" / "manifest.json").read_text())
+    embedding = manifest["config"]["data"]["embedding"]
+    assert embedding["teacher"] == "torchvision:mobilenet_v2" and embedding["pretraining"] == "ImageNet-1k"
+    cache = list((Path(os.environ["TCS_FEWSHOT_DATA"]) / "features").glob("**/meta.json"))
+    assert cache, "teacher features are cached on disk"
+    info = run_cli("cache", "info")
+    assert info.returncode == 0 and "1280" in info.stdout

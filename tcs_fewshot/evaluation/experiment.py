@@ -18,7 +18,9 @@ from tcs_fewshot.evaluation.evaluator import evaluate
 from tcs_fewshot.evaluation.stats import paired, summary
 from tcs_fewshot.methods import PROBES, build_probe
 from tcs_fewshot.models.features import FeatureSet, load_features_file
+from tcs_fewshot.models.cache import FeatureCache
 from tcs_fewshot.models.pixels import pixel_features
+from tcs_fewshot.models.teachers import load_teacher
 
 BASE_SPLITS = ("train", "base", "background")
 
@@ -35,6 +37,10 @@ class RunConfig:
         scheme: The benchmark's split scheme (default: its first).
         split_file: For ``benchmark="folder"``: a JSON ``{split: [class, ...]}``; without it the
             classes are split by a seeded rule (recorded with the data).
+        teacher: The embedding of a benchmark's images: a teacher spec (``tcs-fewshot teacher``;
+            default the offline ImageNet MobileNetV2), its features computed once and cached, or
+            ``pixels`` (raw 16x16 RGB, the sanity baseline every teacher must beat).
+        teacher_weights: A local weights file for the teacher.
         protocol, split, ways, shots, queries, seed: the :class:`TaskSpec`.
         tasks: Number of tasks (episodic) or repeats of the shot draw (pFSL).
         methods: Registry names of the methods, in report order.
@@ -48,6 +54,8 @@ class RunConfig:
     root: str | None = None
     scheme: str | None = None
     split_file: str | None = None
+    teacher: str = "torchvision:mobilenet_v2"
+    teacher_weights: str | None = None
     protocol: str = "episodic"
     split: str = "test"
     ways: int = 5
@@ -62,6 +70,8 @@ class RunConfig:
 
     def default_run_dir(self) -> Path:
         name = Path(self.features).stem if self.features else self.benchmark
+        if not self.features and self.benchmark != "digits":
+            name += "-" + Path(self.teacher.split(":")[-1]).stem
         shape = f"{self.shots}shot" if self.protocol == "pfsl" else f"{self.ways}way{self.shots}shot{self.queries}q"
         return Path("runs") / f"{name}-{self.protocol}-{shape}-seed{self.seed}-n{self.tasks}"
 
@@ -93,7 +103,7 @@ def load_index(config: RunConfig) -> LabelIndex:
     return _benchmark_data(config).index
 
 
-def load_inputs(config: RunConfig) -> tuple[LabelIndex, FeatureSet, dict]:
+def load_inputs(config: RunConfig, progress: bool = False) -> tuple[LabelIndex, FeatureSet, dict]:
     """The label index, the features the probes run on, and where the data came from.
 
     The third item (benchmark manifest checksum, build checksum of an embedded benchmark,
@@ -112,9 +122,17 @@ def load_inputs(config: RunConfig) -> tuple[LabelIndex, FeatureSet, dict]:
         "manifest_checksum": data.manifest.get("checksum"),
         "build_checksum": build.get("checksum") or build.get("images_sha256"),
         "pretraining_overlap": data.manifest.get("pretraining_overlap"),
-        "embedding": "raw pixels, 16x16 RGB",
     }
-    return data.index, pixel_features(data), provenance
+    if config.teacher == "pixels":
+        return data.index, pixel_features(data), {**provenance, "embedding": "raw pixels, 16x16 RGB"}
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the cache extracts on the model's device
+    teacher = load_teacher(config.teacher, config.teacher_weights, device=device)
+    features = FeatureCache().feature_set(teacher, data, progress=progress)
+    embedding = {"teacher": teacher.name, "identity": teacher.identity, "pretraining": teacher.pretraining,
+                 "config": teacher.config}
+    return data.index, features, {**provenance, "embedding": embedding}
 
 
 def _sha256(path: Path) -> str:
@@ -155,7 +173,7 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
     unknown = [name for name in config.methods if name not in PROBES]
     if unknown:
         raise TcsFewshotError(f"unknown method '{unknown[0]}'; choose from: {', '.join(PROBES)}")
-    index, feature_set, provenance = load_inputs(config)
+    index, feature_set, provenance = load_inputs(config, progress)
     if config.tasks_file:
         task_set = load_tasks(config.tasks_file, index=index)
         spec = task_set.spec
