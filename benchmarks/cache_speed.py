@@ -33,7 +33,6 @@ import shlex
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -51,19 +50,11 @@ from tcs_fewshot.methods.probes import NearestClassMean
 from tcs_fewshot.models.cache import CPU_BATCH_SIZE, FeatureCache
 from tcs_fewshot.models.teacher_base import Teacher
 
+from timing import cpu_model, median_seconds  # benchmarks/timing.py, beside this script
+
 SEED, N_CLASSES, N_TASKS = 0, 10, 100
 SPEC = TaskSpec(split="all", ways=5, shots=5, queries=15)
 DEFAULT_OUT = Path(__file__).parent / "results" / "cache_speed.md"
-
-
-def median_seconds(function, repeats: int) -> float:
-    """Median wall time of ``function()`` over ``repeats`` calls (time.perf_counter)."""
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def mobilenet_model() -> torch.nn.Module:
@@ -172,8 +163,7 @@ def bench_evaluation(data: BenchmarkData, scratch: Path, repeats: int, spec: Tas
 
 
 def header(command: str, quick: bool, device: str) -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "unknown")
+    cpu = cpu_model()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return "\n".join([
         "# Feature cache speed" + (" (--quick: 40 images, 1 repetition)" if quick else ""), "",

@@ -28,10 +28,8 @@ import os
 import platform
 import random
 import shlex
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -50,20 +48,12 @@ from tcs_fewshot.evaluation.store import COLUMN_NAMES
 from tcs_fewshot.methods.probes import NearestClassMean
 from tcs_fewshot.models.features import FeatureSet
 
+from timing import cpu_model, median_seconds  # benchmarks/timing.py, beside this script
+
 SEED = 0
 N_CLASSES, PER_CLASS, DIM = 20, 600, 512
 SPEC = TaskSpec(ways=5, shots=5, queries=15)
 DEFAULT_OUT = Path(__file__).parent / "results" / "evaluator_speed.md"
-
-
-def median_seconds(function, repeats: int) -> float:
-    """Median wall time of ``function()`` over ``repeats`` calls (time.perf_counter)."""
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def mini_imagenet_test() -> tuple[LabelIndex, FeatureSet, np.ndarray]:
@@ -158,8 +148,7 @@ def bench_evaluate(index, feature_set, n_tasks: int, repeats: int) -> list[tuple
 
 
 def header(command: str, quick: bool) -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "unknown")
+    cpu = cpu_model()
     return "\n".join([
         "# Evaluator speed" + (" (--quick: smaller sizes, 1 repetition)" if quick else ""), "",
         f"- Date: {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
