@@ -84,7 +84,8 @@ class FeatureCache:
         """
         entry = self._entry(teacher, data)
         self._fill(teacher, data, entry, np.arange(entry.shape[0]), [int(view)], batch_size, progress)
-        return FeatureSet(entry.item_ids, entry.read(int(view)))
+        # Rows were checked finite when written; reading a large memory map again would cost seconds.
+        return FeatureSet(entry.item_ids, entry.read(int(view)), check_finite=False)
 
     def _entry(self, teacher: Teacher, data: BenchmarkData) -> CacheEntry:
         if not teacher.identity:

@@ -20,14 +20,15 @@ from tcs_fewshot.errors import TcsFewshotError
 class FeatureSet:
     """A ``(n_items, dim)`` float32 matrix whose rows are addressed by item id."""
 
-    def __init__(self, item_ids: Sequence[str] | np.ndarray, features: np.ndarray) -> None:
+    def __init__(self, item_ids: Sequence[str] | np.ndarray, features: np.ndarray, check_finite: bool = True) -> None:
+        """``check_finite=False`` skips reading every value: for sources that checked on write."""
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or len(features) != len(item_ids):
             raise TcsFewshotError(
                 f"features must be a (n_items, dim) matrix with one row per id; got shape "
                 f"{features.shape} for {len(item_ids)} ids"
             )
-        if not np.isfinite(features).all():
+        if check_finite and not np.isfinite(features).all():
             raise TcsFewshotError("features contain NaN or infinite values; recompute them")
         self.item_ids = np.asarray(item_ids, dtype=str)
         self.features = features
