@@ -50,7 +50,7 @@ from tcs_fewshot.methods.probes import NearestClassMean
 from tcs_fewshot.models.cache import CPU_BATCH_SIZE, FeatureCache
 from tcs_fewshot.models.teacher_base import Teacher
 
-from timing import cpu_model, median_seconds  # benchmarks/timing.py, beside this script
+from timing import cpu_model, median_seconds, write_results  # benchmarks/timing.py, beside this script
 
 SEED, N_CLASSES, N_TASKS = 0, 10, 100
 SPEC = TaskSpec(split="all", ways=5, shots=5, queries=15)
@@ -215,15 +215,7 @@ def main() -> None:
         scratch = Path(scratch)
         data = make_data(scratch / "images", per_class)
         rows = [*bench_extraction(data, scratch, repeats), *bench_evaluation(data, scratch, repeats, spec)]
-    table = ["| measurement | ours | reference/target | ratio or verdict |", "|---|---|---|---|"]
-    table += [f"| {' | '.join(row)} |" for row in rows]
-    markdown = "\n".join([head, "", *table, NOTES])
-    print(markdown)
-    out = args.out or (None if args.quick else DEFAULT_OUT)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(markdown)
-        print(f"wrote {out}")
+    write_results(head, rows, NOTES, args.out or (None if args.quick else DEFAULT_OUT))
 
 
 if __name__ == "__main__":

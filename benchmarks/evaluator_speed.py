@@ -48,7 +48,7 @@ from tcs_fewshot.evaluation.store import COLUMN_NAMES
 from tcs_fewshot.methods.probes import NearestClassMean
 from tcs_fewshot.models.features import FeatureSet
 
-from timing import cpu_model, median_seconds  # benchmarks/timing.py, beside this script
+from timing import cpu_model, median_seconds, write_results  # benchmarks/timing.py, beside this script
 
 SEED = 0
 N_CLASSES, PER_CLASS, DIM = 20, 600, 512
@@ -190,15 +190,7 @@ def main() -> None:
             *bench_evaluate(index, feature_set, n_eval, repeats)]
 
     command = shlex.join([sys.executable, *sys.argv])
-    table = ["| measurement | ours | reference/target | ratio or verdict |", "|---|---|---|---|"]
-    table += [f"| {' | '.join(row)} |" for row in rows]
-    markdown = "\n".join([header(command, args.quick), "", *table, NOTES])
-    print(markdown)
-    out = args.out or (None if args.quick else DEFAULT_OUT)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(markdown)
-        print(f"wrote {out}")
+    write_results(header(command, args.quick), rows, NOTES, args.out or (None if args.quick else DEFAULT_OUT))
 
 
 if __name__ == "__main__":

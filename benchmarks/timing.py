@@ -22,3 +22,15 @@ def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo, or ``unknown``."""
     cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     return next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "unknown")
+
+
+def write_results(head: str, rows: list[tuple[str, ...]], notes: str, out: Path | None) -> None:
+    """Print the results table (header, one row per measurement, notes); write it to ``out`` if given."""
+    table = ["| measurement | ours | reference/target | ratio or verdict |", "|---|---|---|---|"]
+    table += [f"| {' | '.join(row)} |" for row in rows]
+    markdown = "\n".join([head, "", *table, notes])
+    print(markdown)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(markdown)
+        print(f"wrote {out}")
