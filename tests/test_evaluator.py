@@ -94,6 +94,36 @@ def test_episodes_with_inline_inputs(toy_index, toy_features):
         evaluate(tasks, {"ncm": NearestClassMean()})
 
 
+class IdsStudent:
+    """Receives item ids, looks its features up itself, and reports teacher passes like TCS does."""
+
+    def __init__(self, features):
+        self.features, self.probe = features, NearestClassMean()
+
+    def fit(self, ids, y):
+        assert ids.dtype.kind in "UO", "ids arrive, not features"
+        self.teacher_forward_passes = len(ids)
+        self.probe.fit(self.features(ids), y)
+        return self
+
+    def predict(self, ids):
+        self.teacher_forward_passes += len(ids)
+        return self.probe.predict(self.features(ids))
+
+
+def test_each_method_can_have_its_own_inputs_and_report_teacher_passes(toy_index, toy_features):
+    tasks = sample_tasks(toy_index, SPEC, 6)
+    inputs = {"ncm": toy_features, "student": lambda ids: np.asarray(ids)}
+    records = evaluate(tasks, {"ncm": NearestClassMean(), "student": IdsStudent(toy_features)}, inputs)
+    ncm, student = records[records.method == "ncm"], records[records.method == "student"]
+    assert student["failure"].isna().all()
+    assert student["accuracy"].tolist() == ncm["accuracy"].tolist(), "same features, same predictions"
+    assert student["teacher_forward_passes"].eq(6 + 15).all(), "support + query of a 3-way 2-shot 5-query task"
+    assert ncm["teacher_forward_passes"].isna().all(), "not reported, so not invented"
+    with pytest.raises(TcsFewshotError, match="no entry for method 'student'"):
+        evaluate(tasks, {"ncm": NearestClassMean(), "student": IdsStudent(toy_features)}, {"ncm": toy_features})
+
+
 def test_run_directory_records_manifest_and_tasks(tmp_path, toy_index, toy_features):
     tasks = sample_tasks(toy_index, SPEC, 10)
     evaluate(tasks, {"ncm": NearestClassMean()}, toy_features, run_dir=tmp_path / "run", config={"note": "x"})

@@ -3,8 +3,13 @@
     records = evaluate(task_set, {"ncm": NearestClassMean()}, inputs=features, run_dir="runs/a")
 
 ``inputs`` maps item ids to what methods consume (a :class:`FeatureSet`, or any
-function ``ids -> inputs``, e.g. one that loads images). Episodes that already carry
-their inputs (from the learn2learn and easyfsl adapters) need no ``inputs``.
+function ``ids -> inputs``, e.g. one that loads images); a mapping ``{method name: function}``
+gives methods different inputs (teacher features for probes, item ids for a student that
+loads its own images). Episodes that already carry their inputs (from the learn2learn and
+easyfsl adapters) need no ``inputs``.
+
+A method may report how many teacher image-view evaluations its last ``fit``+``predict``
+consumed in an integer attribute ``teacher_forward_passes``; it is recorded per task.
 """
 
 from __future__ import annotations
@@ -107,6 +112,8 @@ def _run_one(method: Any, episode: Episode, measure_memory: bool) -> dict[str, A
         row["predict_seconds"] = time.perf_counter() - fitted
         row["fit_seconds"] = fitted - started
         labels = predicted_labels(predictions, row["n_query"], episode.n_way)
+        passes = getattr(method, "teacher_forward_passes", None)
+        row["teacher_forward_passes"] = None if passes is None else int(passes)
         if measure_memory:
             row["peak_memory_mb"] = _peak_memory_mb(method, episode)
     except Exception as error:  # a method's bug is recorded, not fatal: the run goes on
@@ -122,7 +129,7 @@ def _run_one(method: Any, episode: Episode, measure_memory: bool) -> dict[str, A
 def evaluate(
     tasks: TaskSet | Iterable[Task | Episode],
     methods: Mapping[str, Any],
-    inputs: Callable[[np.ndarray], Any] | None = None,
+    inputs: Callable[[np.ndarray], Any] | Mapping[str, Callable[[np.ndarray], Any]] | None = None,
     *,
     run_dir: str | os.PathLike | None = None,
     config: Mapping[str, Any] | None = None,
@@ -137,7 +144,8 @@ def evaluate(
             or any iterable of :class:`Task` (needs ``inputs``) or :class:`Episode`.
         methods: name -> method object (``fit``/``predict``) or function
             ``(support_x, support_y, query_x) -> predictions``.
-        inputs: ids -> inputs, e.g. a :class:`FeatureSet`.
+        inputs: ids -> inputs, e.g. a :class:`FeatureSet`; or ``{method name: ids -> inputs}``
+            with an entry for every method.
         run_dir: Directory for the crash-safe store, the manifest and the tasks file.
             A re-run into it skips finished (task, method) pairs, so a killed run resumes.
         config: Extra settings to record; a resume must have the same.
@@ -153,6 +161,10 @@ def evaluate(
     if not methods:
         raise TcsFewshotError("no methods to evaluate; name at least one")
     prepared = {name: as_method(method) for name, method in methods.items()}
+    if isinstance(inputs, Mapping):
+        missing = [name for name in prepared if name not in inputs]
+        if missing:
+            raise TcsFewshotError(f"inputs has no entry for method '{missing[0]}'; give one per method")
     spec_columns = _spec_columns(tasks)
     run = _Run(Path(run_dir), tasks, list(prepared), config) if run_dir is not None else None
     stored = run.stored if run is not None else {}
@@ -170,10 +182,10 @@ def evaluate(
                 rows.extend(done)
                 todo = [name for name in prepared if (task_index, name) not in stored]
                 if todo:
-                    episode = item if isinstance(item, Episode) else _episode(item, inputs)
+                    episodes = _Episodes(item, inputs)
                     task_rows = [
-                        {**spec_columns, "task_index": task_index, "task_checksum": episode.checksum,
-                         "method": name, **_run_one(prepared[name], episode, measure_memory)}
+                        {**spec_columns, "task_index": task_index, "task_checksum": item.checksum,
+                         "method": name, **_run_one(prepared[name], episodes.for_method(name), measure_memory)}
                         for name in todo
                     ]
                     if run is not None:
@@ -189,10 +201,22 @@ def evaluate(
             run.close()
 
 
-def _episode(task: Task, inputs: Callable[[np.ndarray], Any] | None) -> Episode:
-    if inputs is None:
-        raise TcsFewshotError("tasks name items by id: pass inputs= (a FeatureSet or a function ids -> inputs)")
-    return Episode.from_task(task, inputs)
+class _Episodes:
+    """The episode of one task per distinct input function, built once and shared by methods."""
+
+    def __init__(self, item: Task | Episode, inputs: Any) -> None:
+        self.item, self.inputs = item, inputs
+        self._built: dict[int, Episode] = {}
+
+    def for_method(self, name: str) -> Episode:
+        if isinstance(self.item, Episode):
+            return self.item
+        inputs = self.inputs[name] if isinstance(self.inputs, Mapping) else self.inputs
+        if inputs is None:
+            raise TcsFewshotError("tasks name items by id: pass inputs= (a FeatureSet or a function ids -> inputs)")
+        if id(inputs) not in self._built:
+            self._built[id(inputs)] = Episode.from_task(self.item, inputs)
+        return self._built[id(inputs)]
 
 
 def _spec_columns(tasks: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import pandas as pd
 from tcs_fewshot.errors import RunDirectoryError
 
 FORMAT = "tcs-fewshot/records"
-VERSION = 1
+VERSION = 2  # 2: teacher_forward_passes
 
 # (name, sqlite type); the order is the column order of records DataFrames.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -36,6 +36,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("fit_seconds", "REAL"),
     ("predict_seconds", "REAL"),
     ("peak_memory_mb", "REAL"),
+    # Teacher image-view evaluations the method consumed for this task (from the cache or not);
+    # NULL for methods that do not report it.
+    ("teacher_forward_passes", "INTEGER"),
     ("failure", "TEXT"),
 )
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
@@ -108,7 +111,10 @@ class RecordStore:
         if meta.get("format") != FORMAT:
             raise RunDirectoryError(f"'{self.path}' is not a tcs-fewshot records store; move it away or use another --out")
         if meta.get("version") != str(VERSION):
-            raise RunDirectoryError(f"records store '{self.path}' has version {meta.get('version')}; this toolkit reads {VERSION}")
+            raise RunDirectoryError(
+                f"records store '{self.path}' has version {meta.get('version')}; this toolkit reads {VERSION}: "
+                "re-run into a new --out"
+            )
         if identity is not None and meta.get("run_identity") != identity:
             raise RunDirectoryError(
                 f"records store '{self.path}' belongs to another run than its manifest.json describes; "
