@@ -1,0 +1,108 @@
+"""Turn a run's method names into method objects and the inputs each consumes.
+
+Probes get the teacher's cached features, ``pixel-ncm`` raw pixels, and student methods item ids
+plus one shared :class:`StudentContext` (so the frozen student and the teacher's views are
+computed once per image view for all of them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tcs_fewshot.errors import TcsFewshotError
+from tcs_fewshot.methods import build_probe
+from tcs_fewshot.methods.catalog import PIXEL_METHODS, build_student_method, method_kind, training_settings
+from tcs_fewshot.models.features import FeatureSet
+
+UNRELATED_ITEMS = 512  # images of the other benchmark that fit the tcs-unrelated basis
+
+
+@dataclass(frozen=True)
+class StudentOptions:
+    """The student every student method of a run starts from, and how they train.
+
+    Attributes:
+        spec: Student architecture (``conv4-32``, ``conv4``, ``resnet12``, ``timm:<name>``).
+        checkpoint: A file from ``tcs-fewshot distill`` (or ``save_student``); ``None``: scratch.
+        image_size: Input side in px (default: the checkpoint's, else the benchmark images' own, capped at 84).
+        views: Augmented views per support image (each one cached teacher pass).
+        training: ``TrainingSettings`` fields (steps, learning_rate, train_layers, ...).
+        options: ``{method name: {option: value}}``, e.g. ``{"tcs": {"components": 16}}``.
+    """
+
+    spec: str = "conv4-32"
+    checkpoint: str | None = None
+    image_size: int | None = None
+    views: int = 8
+    training: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def build_methods(names: Sequence[str], features: FeatureSet, base_mean: np.ndarray | None, *, data: Any = None,
+                  teacher: Any = None, cache: Any = None, student: StudentOptions | None = None, seed: int = 0,
+                  unrelated: Callable[[], np.ndarray] | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(methods, inputs, settings)`` for :func:`evaluate`: objects, ``{name: ids -> inputs}``, manifest record.
+
+    ``data``/``teacher``/``cache`` are needed only by pixel and student methods; ``unrelated``
+    gives the teacher features of unrelated images for ``tcs-unrelated`` (called only then).
+    """
+    kinds = {name: method_kind(name) for name in names}
+    methods: dict[str, Any] = {}
+    inputs: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
+    needs_images = [name for name, kind in kinds.items() if kind != "features"]
+    if needs_images and (data is None or (teacher is None and "student" in kinds.values())):
+        raise TcsFewshotError(f"method '{needs_images[0]}' needs benchmark images and a teacher; run it on a benchmark, not --features")
+    context = training = None
+    student = student or StudentOptions()
+    unknown = sorted(set(student.options) - {name for name, kind in kinds.items() if kind == "student"})
+    if unknown:
+        raise TcsFewshotError(f"options given for '{unknown[0]}', which is not a student method of this run")
+    if "student" in kinds.values():
+        context = student_context(data, teacher, cache, student, seed)
+        training = training_settings(dict(student.training))
+        settings["student"] = {**context.describe(), "training": dict(student.training)}
+    pixels = None
+    for name, kind in kinds.items():
+        if kind == "features":
+            methods[name], inputs[name] = build_probe(name, base_mean), features
+        elif kind == "pixels":
+            if pixels is None:
+                from tcs_fewshot.models.pixels import pixel_features
+
+                pixels = pixel_features(data)
+            methods[name], inputs[name] = PIXEL_METHODS[name].build(), pixels
+        else:
+            extra = unrelated() if name == "tcs-unrelated" else None
+            methods[name] = build_student_method(name, context, training, dict(student.options.get(name, {})), extra)
+            inputs[name] = _item_ids
+            settings[name] = methods[name].describe()
+    return methods, inputs, settings
+
+
+def _item_ids(item_ids: np.ndarray) -> np.ndarray:
+    """Student methods take the ids themselves (they load images and teacher views on their own)."""
+    return np.asarray(item_ids)
+
+
+def student_context(data: Any, teacher: Any, cache: Any, options: StudentOptions, seed: int) -> Any:
+    """The shared context: the student built from ``options`` (scratch ones seeded by ``seed``)."""
+    import torch
+
+    from tcs_fewshot.methods.student_context import StudentContext
+    from tcs_fewshot.models.students import build_student
+
+    checkpoint = Path(options.checkpoint) if options.checkpoint else None
+    if checkpoint is not None and not checkpoint.is_file():
+        raise TcsFewshotError(f"student checkpoint '{checkpoint}' does not exist; make one with 'tcs-fewshot distill'")
+    image_size = options.image_size
+    if image_size is None and checkpoint is None:
+        image_size = min(84, data.load_image(str(data.index.item_ids[0])).width)
+    torch.manual_seed(seed)
+    student = build_student(options.spec, "checkpoint" if checkpoint else "scratch", checkpoint, image_size)
+    return StudentContext(data, teacher, cache, student, views=options.views)

@@ -1,0 +1,95 @@
+"""Every student method end to end on a small emoji build with the real offline MobileNetV2 teacher."""
+
+import numpy as np
+import pytest
+import torch
+
+from tcs_fewshot.data.benchmarks.emoji import Emoji
+from tcs_fewshot.data.benchmarks.emoji_catalog import MIN_EMOJI
+from tcs_fewshot.data.tasks import TaskSpec, sample_tasks
+from tcs_fewshot.errors import TcsFewshotError
+from tcs_fewshot.evaluation.evaluator import evaluate
+from tcs_fewshot.evaluation.method_setup import StudentOptions, build_methods
+from tcs_fewshot.methods.catalog import STUDENT_METHODS
+from tcs_fewshot.methods.distill import DistillSettings, distill
+from tcs_fewshot.methods.student_context import StudentContext
+from tcs_fewshot.methods.tcs import TCS
+from tcs_fewshot.models.cache import FeatureCache
+from tcs_fewshot.models.students import build_student, save_student
+from tcs_fewshot.models.teachers import load_teacher
+
+SMALL = {"styles": ("openmoji",), "max_subgroups": 5, "max_emoji": 8, "min_instances": MIN_EMOJI, "progress": False}
+SPEC = TaskSpec(split="test", ways=3, shots=2, queries=3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.set_num_threads(1)
+    data = Emoji(**SMALL).load(tmp_path_factory.mktemp("emoji") / "emoji")
+    teacher = load_teacher("torchvision:mobilenet_v2")
+    cache = FeatureCache(tmp_path_factory.mktemp("features"))
+    return data, teacher, cache
+
+
+def test_every_student_method_gives_valid_records_and_counts_teacher_passes(setup):
+    data, teacher, cache = setup
+    tasks = sample_tasks(data.index, SPEC, 2)
+    names = ["ncm", "pixel-ncm", *STUDENT_METHODS]
+    train_ids = data.index.item_ids[:12]
+    unrelated = lambda: cache.features(teacher, data, train_ids, views=[0])[:, 0]
+    options = StudentOptions("conv4-16", views=1, training={"steps": 15}, options={"tcs": {"components": 4}})
+    methods, inputs, settings = build_methods(names, cache.feature_set(teacher, data), None, data=data, teacher=teacher,
+                                              cache=cache, student=options, unrelated=unrelated)
+    records = evaluate(tasks, methods, inputs, measure_memory=False)
+    assert records["failure"].isna().all(), records["failure"].dropna().tolist()
+    assert len(records) == 2 * len(names) and records["accuracy"].between(0, 1).all()
+    passes = records.set_index(["task_index", "method"])["teacher_forward_passes"]
+    support_views = SPEC.ways * SPEC.shots * 2  # every support image and its one augmented view
+    for name in ("kd", "fitnets", "lsh-l2", "tcs", "tcs-random", "tcs-unrelated", "tcs-noselect", "tcs-elsh"):
+        assert (passes.xs(name, level="method") == support_views).all(), name
+    assert (passes.xs("kd-online", level="method") == 15 * support_views).all(), "the teacher runs on every step's batch"
+    assert (passes.xs("finetune", level="method") == 0).all() and passes.xs("ncm", level="method").isna().all()
+    assert settings["tcs"]["components"] == 4 and settings["tcs-unrelated"]["pca_data"] == "unrelated"
+    assert settings["student"]["student"]["spec"] == "conv4-16"
+
+
+def test_tcs_loss_falls_and_selection_prunes(setup):
+    data, teacher, cache = setup
+    torch.manual_seed(0)
+    context = StudentContext(data, teacher, cache, build_student("conv4-16", image_size=48), views=2)
+    task = sample_tasks(data.index, SPEC, 1).tasks[0]
+    from tcs_fewshot.methods.student_training import TrainingSettings
+
+    tcs = TCS(context, TrainingSettings(steps=60, train_layers="last", batch_size=9), components=8, prune_start=10,
+              prune_every=10, prune_fraction=0.2, min_components=3)
+    tcs.fit(task.support_ids, task.support_labels)
+    early, late = np.mean(tcs.loss_history[:5]), np.mean(tcs.loss_history[-5:])
+    assert late < 0.8 * early, (early, late)
+    assert 3 <= tcs.selected_components < tcs.system.components
+    logits = tcs.predict(task.query_ids)
+    assert logits.shape == (len(task.query_ids), SPEC.ways) and torch.isfinite(logits).all()
+    # Same task, same numbers: per-task seeds come from the support items, not from global state.
+    torch.manual_seed(123)
+    again = TCS(context, TrainingSettings(steps=60, train_layers="last", batch_size=9), components=8, prune_start=10,
+                prune_every=10, prune_fraction=0.2, min_components=3).fit(task.support_ids, task.support_labels)
+    assert torch.allclose(again.predict(task.query_ids), logits, atol=1e-5)
+
+
+def test_distill_on_the_base_split_then_evaluate_from_the_checkpoint(setup, tmp_path):
+    data, teacher, cache = setup
+    torch.manual_seed(0)
+    student = build_student("conv4-16", image_size=32)
+    result = distill(data, teacher, cache, student, DistillSettings(views=1, epochs=3, batch_size=16, components=8))
+    losses = [epoch["mimic"] + epoch["ce"] for epoch in result.history]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert result.teacher_forward_passes == 2 * len(data.index.classes("train")) * 8  # 8 emoji per subgroup, 2 views
+    save_student(student, tmp_path / "student.pt")
+    loaded = build_student("conv4-16", "checkpoint", tmp_path / "student.pt")
+    assert loaded.image_size == 32 and loaded.config["distilled"]["objective"] == "tcs"
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x), student.model(x), atol=1e-6)
+    with pytest.raises(TcsFewshotError, match="train on the classes that are evaluated"):
+        distill(data, teacher, cache, student, DistillSettings(split="test"))
+    with pytest.raises(TcsFewshotError, match="no split 'base'"):
+        distill(data, teacher, cache, student, DistillSettings(split="base"))
