@@ -13,9 +13,10 @@ baseline checkpoint, trained on the same images, views and schedule.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from torch import nn
 from tcs_fewshot.data.benchmarks.base import BenchmarkData
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.methods.coordinates import CoordinateSystem
+from tcs_fewshot.methods.distributed import all_reduce_batch_norm, init_from_environment, plain_batch_norm, sum_over_processes
 from tcs_fewshot.models.cache import FeatureCache
 from tcs_fewshot.models.students import Student, student_transform
 from tcs_fewshot.models.teacher_base import Teacher
@@ -71,6 +73,17 @@ class DistillResult:
     student: Student
     history: list[dict[str, float]] = field(default_factory=list)
     teacher_forward_passes: int = 0
+
+
+class DistillNetwork(nn.Module):
+    """Student and head as one module (what DistributedDataParallel wraps): images -> (coordinates, logits)."""
+
+    def __init__(self, student: nn.Module, head: DistillHead) -> None:
+        super().__init__()
+        self.student, self.head = student, head
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(F.normalize(self.student(images), dim=1))
 
 
 class DistillHead(nn.Module):
@@ -133,36 +146,46 @@ def distill(data: BenchmarkData, teacher: Teacher, cache: FeatureCache, student:
     head = DistillHead(student.feature_dim, system.components if tcs else None, int(labels.max()) + 1)
     mean = torch.tensor(student.mean).view(1, 3, 1, 1)
     std = torch.tensor(student.std).view(1, 3, 1, 1)
-    model = student.model.train()
-    parameters = [*model.parameters(), *head.parameters()]
-    optimiser = torch.optim.Adam(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    rank, world_size = init_from_environment()
+    if settings.batch_size % world_size:
+        raise TcsFewshotError(f"--batch-size {settings.batch_size} must be a multiple of the {world_size} processes")
+    network = DistillNetwork(student.model, head).train()
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        network = DistributedDataParallel(all_reduce_batch_norm(network))
+    optimiser = torch.optim.Adam(network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     pairs = len(item_ids) * len(views)
     steps_per_epoch = -(-pairs // settings.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, settings.epochs * steps_per_epoch)
-    generator = torch.Generator().manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)  # the same order in every process
     labels_tensor = torch.from_numpy(labels)
     result = DistillResult(student, teacher_forward_passes=pairs)
     for epoch in range(settings.epochs):
-        totals: dict[str, float] = {"ce": 0.0, "mimic": 0.0}
+        totals = torch.zeros(2, dtype=torch.float64)  # summed CE and mimicking losses of this process's rows
         order = torch.randperm(pairs, generator=generator)
         for start in range(0, pairs, settings.batch_size):
             rows = order[start:start + settings.batch_size]
-            item, view = rows // len(views), rows % len(views)
-            x = (images[item, view].float() / 255 - mean) / std
-            coordinates, logits = head(F.normalize(model(x), dim=1))
-            ce = F.cross_entropy(logits, labels_tensor[item])
-            mimic = F.mse_loss(coordinates, targets[item, view]) if tcs else torch.zeros(())
-            loss = settings.ce_weight * ce + (settings.mimic_weight * mimic if tcs else 0.0)
+            mine = rows[rank::world_size]  # this process's share of the global batch
+            item, view = mine // len(views), mine % len(views)
+            coordinates, logits = network((images[item, view].float() / 255 - mean) / std)
+            # Sums over this share, divided by the global batch: DDP's gradient average then
+            # equals the single-process gradient of the global mean.
+            ce = F.cross_entropy(logits, labels_tensor[item], reduction="sum")
+            mimic = F.mse_loss(coordinates, targets[item, view], reduction="sum") / coordinates.shape[1] if tcs else torch.zeros(())
+            loss = (settings.ce_weight * ce + settings.mimic_weight * mimic) * world_size / len(rows)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             schedule.step()
-            totals["ce"] += float(ce) * len(rows) / pairs
-            totals["mimic"] += float(mimic) * len(rows) / pairs
-        result.history.append(totals)
-        if progress is not None:
-            progress(epoch + 1, settings.epochs, totals)
-    model.eval()
+            totals += torch.tensor([float(ce.detach()), float(mimic.detach())], dtype=torch.float64)
+        totals = sum_over_processes(totals, world_size) / pairs
+        result.history.append({"ce": float(totals[0]), "mimic": float(totals[1])})
+        if progress is not None and rank == 0:
+            progress(epoch + 1, settings.epochs, result.history[-1])
+    if world_size > 1:
+        plain_batch_norm(network.module)
+    student.model.eval()
     student.config = {**student.config, "distilled": {**asdict(settings), "teacher": teacher.name,
                                                        "teacher_identity": teacher.identity,
                                                        "dataset_fingerprint": data.index.fingerprint,
@@ -170,6 +193,33 @@ def distill(data: BenchmarkData, teacher: Teacher, cache: FeatureCache, student:
     return result
 
 
-def describe(result: DistillResult) -> dict[str, Any]:
-    """JSON-able summary: the settings recorded in the student's config and the final losses."""
-    return {"distilled": result.student.config.get("distilled"), "final": result.history[-1] if result.history else None}
+def distill_benchmark(benchmark: str, out: str | os.PathLike, student_spec: str = "conv4-32", *, root: str | None = None,
+                      scheme: str | None = None, split_file: str | None = None,
+                      teacher_spec: str = "torchvision:mobilenet_v2",
+                      teacher_weights: str | None = None, image_size: int | None = None, device: str = "auto",
+                      settings: DistillSettings | None = None,
+                      progress: Callable[[int, int, dict], None] | None = None) -> DistillResult:
+    """What ``tcs-fewshot distill`` does: load the benchmark and teacher, distil a seeded scratch student, save it to ``out``.
+
+    ``image_size`` (px) defaults to the benchmark images' own side, at most 84.
+    """
+    from tcs_fewshot.data.benchmarks import open_benchmark
+    from tcs_fewshot.models.students import build_student, save_student
+    from tcs_fewshot.models.teachers import load_teacher, resolve_device
+
+    settings = settings or DistillSettings()
+    out = Path(out)
+    if out.suffix != ".pt":
+        raise TcsFewshotError(f"--out '{out}' should be a .pt file (a student checkpoint)")
+    adapter, data_root = open_benchmark(benchmark, root, split_file)
+    data = adapter.load(data_root, scheme)
+    teacher = load_teacher(teacher_spec, teacher_weights, device=resolve_device(device))
+    if image_size is None:
+        image_size = min(84, data.load_image(str(data.index.item_ids[0])).width)
+    torch.manual_seed(settings.seed)
+    student = build_student(student_spec, image_size=image_size)
+    result = distill(data, teacher, FeatureCache(), student, settings, progress)
+    if init_from_environment()[0] == 0:  # under torchrun, one process writes the checkpoint
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_student(student, out)
+    return result

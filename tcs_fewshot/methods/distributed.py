@@ -1,0 +1,84 @@
+"""Data-parallel distillation with torch.distributed on CPUs (gloo), as torchrun starts it.
+
+    torchrun --nproc_per_node 2 -m tcs_fewshot.cli distill --benchmark emoji --out s.pt
+
+Each process takes every ``world_size``-th row of each global batch; gradients are averaged
+by DistributedDataParallel, and batch norm statistics are summed over all processes
+(:class:`AllReduceBatchNorm2d`; torch's SyncBatchNorm runs only on CUDA), so a step equals the
+single-process step on the same global batch up to float rounding.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def init_from_environment() -> tuple[int, int]:
+    """``(rank, world_size)``; joins the process group torchrun describes (gloo), else ``(0, 1)``."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("gloo")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class AllReduceBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics cover the batch of every process (sum all-reduced)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce  # differentiable all-reduce
+
+        channels = x.shape[1]
+        count = torch.full((1,), x.numel() / channels, dtype=x.dtype)
+        stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count]))
+        total = stats[-1]
+        mean = stats[:channels] / total
+        variance = stats[channels:2 * channels] / total - mean * mean
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean.detach())
+            unbiased = variance.detach() * total / (total - 1)
+            self.running_var.mul_(1 - self.momentum).add_(self.momentum * unbiased)
+        shape = (1, channels, 1, 1)
+        normalised = (x - mean.view(shape)) / torch.sqrt(variance.view(shape) + self.eps)
+        return normalised * self.weight.view(shape) + self.bias.view(shape)
+
+
+def all_reduce_batch_norm(module: nn.Module) -> nn.Module:
+    """Swap every BatchNorm2d of ``module`` (in place) for :class:`AllReduceBatchNorm2d`, same state."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            replacement = AllReduceBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                               child.track_running_stats)
+            replacement.load_state_dict(child.state_dict())
+            setattr(module, name, replacement)
+        else:
+            all_reduce_batch_norm(child)
+    return module
+
+
+def plain_batch_norm(module: nn.Module) -> nn.Module:
+    """Undo :func:`all_reduce_batch_norm` (in place), so checkpoints load into ordinary students."""
+    for name, child in module.named_children():
+        if isinstance(child, AllReduceBatchNorm2d):
+            plain = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            plain.load_state_dict(child.state_dict())
+            setattr(module, name, plain)
+        else:
+            plain_batch_norm(child)
+    return module
+
+
+def sum_over_processes(values: torch.Tensor, world_size: int) -> torch.Tensor:
+    """``values`` summed over every process (itself when alone)."""
+    if world_size > 1:
+        values = values.clone()
+        dist.all_reduce(values)
+    return values
