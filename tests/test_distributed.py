@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tcs_fewshot.methods.distributed import AllReduceBatchNorm2d, all_reduce_batch_norm, plain_batch_norm
+from tcs_fewshot.methods.distributed import AllReduceBatchNorm, all_reduce_batch_norm, plain_batch_norm
 from tcs_fewshot.models.students import build_student
 
 
@@ -68,7 +68,7 @@ def test_all_reduce_batch_norm_in_a_world_of_one_is_batch_norm(tmp_path):
     reference = build_student("conv4-8", image_size=16).model.train()
     reference.load_state_dict(model.state_dict())
     all_reduce_batch_norm(model)
-    assert sum(isinstance(m, AllReduceBatchNorm2d) for m in model.modules()) == 4
+    assert sum(isinstance(m, AllReduceBatchNorm) for m in model.modules()) == 4
     x = torch.randn(6, 3, 16, 16)
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
     try:
@@ -76,6 +76,6 @@ def test_all_reduce_batch_norm_in_a_world_of_one_is_batch_norm(tmp_path):
     finally:
         dist.destroy_process_group()
     plain_batch_norm(model)
-    assert not any(isinstance(m, AllReduceBatchNorm2d) for m in model.modules())
+    assert not any(isinstance(m, AllReduceBatchNorm) for m in model.modules())
     for key, value in reference.state_dict().items():
         assert torch.allclose(model.state_dict()[key].float(), value.float(), atol=1e-5), f"running statistics: {key}"

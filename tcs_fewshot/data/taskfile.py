@@ -32,6 +32,8 @@ def _open(path: Path, mode: str, compressed: bool):
 def save_tasks(task_set: TaskSet, path: str | os.PathLike) -> str:
     """Write ``task_set`` to ``path`` atomically; returns the task-set checksum."""
     path = Path(path)
+    if path.name in ("", ".."):
+        raise TaskFileError(f"task file path '{path}' names a directory; give a file name such as tasks.json.gz")
     document = {
         "format": FORMAT,
         "version": VERSION,

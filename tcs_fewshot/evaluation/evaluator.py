@@ -10,17 +10,19 @@ easyfsl adapters) need no ``inputs``.
 
 A method may report how many teacher image-view evaluations its last ``fit``+``predict``
 consumed in an integer attribute ``teacher_forward_passes``; it is recorded per task.
+
+Rows are computed by an executor (:mod:`tcs_fewshot.evaluation.executors`: this process, or
+Ray workers) in chunks of tasks; whatever the executor, this process alone stores them, one
+transaction per task, and a resume skips the (task, method) pairs already stored.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import sys
-import time
-import tracemalloc
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -30,100 +32,18 @@ import pandas as pd
 from tcs_fewshot.data.taskfile import save_tasks
 from tcs_fewshot.data.tasks import Task, TaskSet
 from tcs_fewshot.errors import RunDirectoryError, TcsFewshotError
+from tcs_fewshot.evaluation.executors import Executor, LocalExecutor
 from tcs_fewshot.evaluation.manifest import manifest_identity, open_manifest
 from tcs_fewshot.evaluation.progress import RunProgress
+from tcs_fewshot.evaluation.rows import ChunkRows, Episode, task_index_of
 from tcs_fewshot.evaluation.store import RecordStore, records_frame
-from tcs_fewshot.methods.protocol import as_method, predicted_labels
+from tcs_fewshot.methods.protocol import as_method
 
-
-@dataclass(frozen=True, eq=False)
-class Episode:
-    """A task with its inputs resolved: what ``fit`` and ``predict`` receive.
-
-    Attributes:
-        task_index: Position of the task in its task set.
-        checksum: Content checksum that pairs rows of the same task across methods and runs.
-        support_inputs: ``n_support`` inputs (a ``(n_support, dim)`` matrix, a tensor batch, ...).
-        support_labels: ``(n_support,)`` int64 in ``0..n_way-1``.
-        query_inputs: ``n_query`` inputs.
-        query_labels: ``(n_query,)`` int64.
-        n_way: Number of classes.
-    """
-
-    task_index: int
-    checksum: str
-    support_inputs: Any
-    support_labels: np.ndarray
-    query_inputs: Any
-    query_labels: np.ndarray
-    n_way: int
-
-    @classmethod
-    def from_task(cls, task: Task, inputs: Callable[[np.ndarray], Any]) -> Episode:
-        return cls(
-            task_index=task.index,
-            checksum=task.checksum,
-            support_inputs=inputs(task.support_ids),
-            support_labels=task.support_labels,
-            query_inputs=inputs(task.query_ids),
-            query_labels=task.query_labels,
-            n_way=len(task.classes),
-        )
+__all__ = ["Episode", "MethodFailure", "evaluate"]
 
 
 class MethodFailure(Exception):
     """Raised with ``fail_fast=True`` after the failing task's rows are stored."""
-
-
-def _peak_memory_mb(method: Any, episode: Episode) -> float:
-    """Peak memory of a second fit+predict: Python heap incl. numpy (tracemalloc), or CUDA's peak.
-
-    A separate pass, so that the timed pass runs untraced (tracing slowed logistic regression
-    from 3.6 to 13.6 ms per fit).
-    """
-    started_here = not tracemalloc.is_tracing()
-    if started_here:
-        tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        baseline = tracemalloc.get_traced_memory()[0]
-        torch = sys.modules.get("torch")
-        cuda = torch is not None and torch.cuda.is_available()
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        method.fit(episode.support_inputs, episode.support_labels)
-        method.predict(episode.query_inputs)
-        peak = tracemalloc.get_traced_memory()[1] - baseline
-        if cuda:
-            peak = max(peak, torch.cuda.max_memory_allocated())
-    finally:
-        if started_here:
-            tracemalloc.stop()
-    return peak / 2**20
-
-
-def _run_one(method: Any, episode: Episode, measure_memory: bool) -> dict[str, Any]:
-    row: dict[str, Any] = {"n_query": int(len(episode.query_labels))}
-    try:
-        started = time.perf_counter()
-        method.fit(episode.support_inputs, episode.support_labels)
-        fitted = time.perf_counter()
-        predictions = method.predict(episode.query_inputs)
-        row["predict_seconds"] = time.perf_counter() - fitted
-        row["fit_seconds"] = fitted - started
-        labels = predicted_labels(predictions, row["n_query"], episode.n_way)
-        passes = getattr(method, "teacher_forward_passes", None)
-        row["teacher_forward_passes"] = None if passes is None else int(passes)
-        if measure_memory:
-            row["peak_memory_mb"] = _peak_memory_mb(method, episode)
-    except Exception as error:  # a method's bug is recorded, not fatal: the run goes on
-        message = " ".join(f"{type(error).__name__}: {error}".split())
-        row["failure"] = message[:500]
-        row["accuracy"] = None
-        return row
-    row["n_correct"] = int((labels == episode.query_labels).sum())
-    row["accuracy"] = row["n_correct"] / max(row["n_query"], 1)
-    return row
 
 
 def evaluate(
@@ -136,6 +56,7 @@ def evaluate(
     fail_fast: bool = False,
     measure_memory: bool = True,
     progress: bool = False,
+    executor: Executor | None = None,
 ) -> pd.DataFrame:
     """Evaluate ``methods`` on every task and return the records, one row per (task, method).
 
@@ -154,6 +75,10 @@ def evaluate(
             fit+predict (the timed pass runs untraced); doubles the methods' cost. Off gives
             ``peak_memory_mb = NaN``.
         progress: Show a rich progress bar with the live mean and 95% CI per method.
+        executor: Where rows are computed (default :class:`LocalExecutor`, this process); a
+            :class:`RayExecutor` sends chunks of tasks to Ray workers, which receive the
+            methods and inputs pickled. Recorded per session in the manifest, not part of the
+            run's identity: a run started on one executor resumes on another.
 
     Returns:
         The records of these tasks and methods (stored ones included), ordered by task then method.
@@ -165,58 +90,59 @@ def evaluate(
         missing = [name for name in prepared if name not in inputs]
         if missing:
             raise TcsFewshotError(f"inputs has no entry for method '{missing[0]}'; give one per method")
-    spec_columns = _spec_columns(tasks)
-    run = _Run(Path(run_dir), tasks, list(prepared), config) if run_dir is not None else None
-    stored = run.stored if run is not None else {}
+    executor = executor if executor is not None else LocalExecutor()
+    session = {"executor": executor.describe()}
+    compute = ChunkRows(prepared, inputs, _spec_columns(tasks), measure_memory, fail_fast)
+    run = _Run(Path(run_dir), tasks, list(prepared), config, session) if run_dir is not None else None
     rows: list[dict[str, Any]] = []
     total = len(tasks) if hasattr(tasks, "__len__") else None
     try:
         with RunProgress(list(prepared), total, progress) as bar:
-            for item in tasks:
-                task_index = item.task_index if isinstance(item, Episode) else item.index
-                done = [stored[(task_index, name)] for name in prepared if (task_index, name) in stored]
-                if any(row["task_checksum"] != item.checksum for row in done):
-                    raise RunDirectoryError(
-                        f"task {task_index} differs from the one stored in '{run_dir}'; use another --out"
-                    )
-                rows.extend(done)
-                todo = [name for name in prepared if (task_index, name) not in stored]
-                if todo:
-                    episodes = _Episodes(item, inputs)
-                    task_rows = [
-                        {**spec_columns, "task_index": task_index, "task_checksum": item.checksum,
-                         "method": name, **_run_one(prepared[name], episodes.for_method(name), measure_memory)}
-                        for name in todo
-                    ]
-                    if run is not None:
-                        run.store.add(task_rows)
-                    rows.extend(task_rows)
-                bar.advance(done + (task_rows if todo else []))
-                failed = [row for row in task_rows if row.get("failure")] if todo else []
-                if fail_fast and failed:
-                    raise MethodFailure(f"method '{failed[0]['method']}' failed on task {task_index}: {failed[0]['failure']}")
+            earlier: dict[int, list[dict[str, Any]]] = {}  # stored rows of tasks being completed
+            chunks = _pending_chunks(tasks, list(prepared), inputs, run, executor.chunk_size, rows, earlier, bar)
+            with closing(executor.map_chunks(compute, chunks)) as results:
+                for chunk_result in results:
+                    for task_index, task_rows in chunk_result:
+                        if run is not None:
+                            run.add(task_index, task_rows)
+                        rows.extend(task_rows)
+                        bar.advance(earlier.pop(task_index, []) + task_rows)
+                        failed = [row for row in task_rows if row.get("failure")]
+                        if fail_fast and failed:
+                            raise MethodFailure(
+                                f"method '{failed[0]['method']}' failed on task {task_index}: {failed[0]['failure']}"
+                            )
         return records_frame(rows)
     finally:
         if run is not None:
             run.close()
 
 
-class _Episodes:
-    """The episode of one task per distinct input function, built once and shared by methods."""
-
-    def __init__(self, item: Task | Episode, inputs: Any) -> None:
-        self.item, self.inputs = item, inputs
-        self._built: dict[int, Episode] = {}
-
-    def for_method(self, name: str) -> Episode:
-        if isinstance(self.item, Episode):
-            return self.item
-        inputs = self.inputs[name] if isinstance(self.inputs, Mapping) else self.inputs
-        if inputs is None:
+def _pending_chunks(tasks: Iterable[Task | Episode], names: list[str], inputs: Any, run: _Run | None,
+                    chunk_size: int, rows: list[dict[str, Any]], earlier: dict[int, list[dict[str, Any]]],
+                    bar: RunProgress) -> Iterator[list[tuple[Task | Episode, tuple[str, ...]]]]:
+    """Chunks of ``(task, methods not stored yet)``; rows already stored go straight to ``rows``."""
+    stored = run.stored if run is not None else {}
+    chunk: list[tuple[Task | Episode, tuple[str, ...]]] = []
+    for item in tasks:
+        task_index = task_index_of(item)
+        done = [stored[(task_index, name)] for name in names if (task_index, name) in stored]
+        if any(row["task_checksum"] != item.checksum for row in done):
+            raise RunDirectoryError(f"task {task_index} differs from the one stored in '{run.path}'; use another --out")
+        rows.extend(done)
+        todo = tuple(name for name in names if (task_index, name) not in stored)
+        if not todo:
+            bar.advance(done)
+            continue
+        if inputs is None and not isinstance(item, Episode):
             raise TcsFewshotError("tasks name items by id: pass inputs= (a FeatureSet or a function ids -> inputs)")
-        if id(inputs) not in self._built:
-            self._built[id(inputs)] = Episode.from_task(self.item, inputs)
-        return self._built[id(inputs)]
+        earlier[task_index] = done
+        chunk.append((item, todo))
+        if len(chunk) >= chunk_size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _spec_columns(tasks: Any) -> dict[str, Any]:
@@ -228,10 +154,12 @@ def _spec_columns(tasks: Any) -> dict[str, Any]:
 class _Run:
     """An open run directory: manifest checked, lock held, store open, stored rows read."""
 
-    def __init__(self, run_dir: Path, tasks: Any, method_names: list[str], config: Mapping[str, Any] | None) -> None:
+    def __init__(self, run_dir: Path, tasks: Any, method_names: list[str], config: Mapping[str, Any] | None,
+                 session: Mapping[str, Any] | None = None) -> None:
+        self.path = run_dir
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
-            self.lock = open(run_dir / "lock", "w")
+            self.lock = open(run_dir / "lock", "w")  # noqa: SIM115  # held open: closing it releases the lock
         except OSError as error:
             raise RunDirectoryError(f"cannot write to run directory '{run_dir}' ({error.strerror}); choose another --out") from None
         try:
@@ -251,7 +179,7 @@ class _Run:
                     dataset={"name": tasks.dataset_name, "fingerprint": tasks.dataset_fingerprint},
                     tasks_checksum=tasks.checksum,
                 )
-            manifest = open_manifest(run_dir, identity, method_names)
+            manifest = open_manifest(run_dir, identity, method_names, session)
             if isinstance(tasks, TaskSet) and not (run_dir / "tasks.json.gz").exists():
                 save_tasks(tasks, run_dir / "tasks.json.gz")
             self.store = RecordStore(run_dir / "records.sqlite", identity=manifest_identity(manifest))
@@ -259,6 +187,17 @@ class _Run:
         except BaseException:
             self.close()
             raise
+
+    def add(self, task_index: int, rows: list[dict[str, Any]]) -> None:
+        """Store the rows of one task in one transaction (the one write path of every executor)."""
+        try:
+            self.store.add(rows)
+        except sqlite3.Error as error:
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise RunDirectoryError(
+                f"cannot store the records of task {task_index} in '{self.store.path}' ({reason}); the tasks stored "
+                "before it are kept: free disk space or make the run directory writable, then run again to resume"
+            ) from None
 
     def close(self) -> None:
         if getattr(self, "store", None) is not None:

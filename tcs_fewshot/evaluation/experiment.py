@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +15,14 @@ from tcs_fewshot.data.taskfile import load_tasks
 from tcs_fewshot.data.tasks import TaskSet, TaskSpec, sample_tasks
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.evaluation.evaluator import evaluate
+from tcs_fewshot.evaluation.executors import Executor
 from tcs_fewshot.evaluation.stats import paired, summary
-from tcs_fewshot.methods import PROBES, build_probe
+from tcs_fewshot.evaluation.method_setup import UNRELATED_ITEMS, StudentOptions, build_methods
+from tcs_fewshot.methods.catalog import method_kind
 from tcs_fewshot.models.features import FeatureSet, load_features_file
 from tcs_fewshot.models.cache import FeatureCache
 from tcs_fewshot.models.pixels import pixel_features
-from tcs_fewshot.models.teachers import load_teacher
+from tcs_fewshot.models.teachers import load_teacher, resolve_device
 
 BASE_SPLITS = ("train", "base", "background")
 
@@ -41,12 +43,22 @@ class RunConfig:
             default the offline ImageNet MobileNetV2), its features computed once and cached, or
             ``pixels`` (raw 16x16 RGB, the sanity baseline every teacher must beat).
         teacher_weights: A local weights file for the teacher.
+        device: Where the teacher embeds images: ``auto`` (cuda when torch sees a GPU, else
+            cpu), ``cpu`` or ``cuda``. Not part of the run's identity: cached features are
+            reused whichever device filled them, so a run resumes on another device.
         protocol, split, ways, shots, queries, seed: the :class:`TaskSpec`.
         tasks: Number of tasks (episodic) or repeats of the shot draw (pFSL).
         methods: Registry names of the methods, in report order.
         tasks_file: Evaluate on the tasks of this file instead of sampling (spec taken from it).
         ci: ``normal`` or ``t`` (see :mod:`tcs_fewshot.evaluation.stats`).
         reference: Method that paired differences are taken against (default: the first).
+        student: Architecture the student methods (``tcs``, ``kd``, ``fitnets``, ``finetune``, ...) start from.
+        student_checkpoint: A checkpoint from ``tcs-fewshot distill`` (default: a seeded scratch student).
+        student_image_size: Student input side in px (default: the checkpoint's, else the images', at most 84).
+        student_views: Augmented views per support image for student methods (one cached teacher pass each).
+        training: Per-task training settings (``TrainingSettings`` fields: steps, learning_rate, train_layers, ...).
+        method_options: ``{method: {option: value}}``, e.g. ``{"tcs": {"components": 16}}``.
+        transductive: TCS also fits its coordinates on, and mimics the teacher on, the unlabelled queries.
     """
 
     benchmark: str = "emoji"
@@ -56,6 +68,7 @@ class RunConfig:
     split_file: str | None = None
     teacher: str = "torchvision:mobilenet_v2"
     teacher_weights: str | None = None
+    device: str = "auto"
     protocol: str = "episodic"
     split: str = "test"
     ways: int = 5
@@ -67,6 +80,13 @@ class RunConfig:
     tasks_file: str | None = None
     ci: str = "normal"
     reference: str | None = None
+    student: str = "conv4-32"
+    student_checkpoint: str | None = None
+    student_image_size: int | None = None
+    student_views: int = 8
+    training: dict = field(default_factory=dict)
+    method_options: dict = field(default_factory=dict)
+    transductive: bool = False
 
     def default_run_dir(self) -> Path:
         name = Path(self.features).stem if self.features else self.benchmark
@@ -109,11 +129,26 @@ def load_inputs(config: RunConfig, progress: bool = False) -> tuple[LabelIndex, 
     The third item (benchmark manifest checksum, build checksum of an embedded benchmark,
     pretraining-overlap notes) is recorded in the run manifest.
     """
+    return load_run_inputs(config, progress).probe_inputs
+
+
+@dataclass
+class RunInputs:
+    """What a run reads: the probes' inputs, and the benchmark and teacher student methods also need."""
+
+    probe_inputs: tuple[LabelIndex, FeatureSet, dict]
+    data: BenchmarkData | None = None
+    teacher: object | None = None
+    cache: FeatureCache | None = None
+
+
+def load_run_inputs(config: RunConfig, progress: bool = False) -> RunInputs:
+    """:func:`load_inputs`, keeping the loaded benchmark, teacher and cache for student methods."""
     if config.features:
         index, features = load_features_file(config.features)
-        return index, features, {"features_file_sha256": _sha256(Path(config.features))}
+        return RunInputs((index, features, {"features_file_sha256": _sha256(Path(config.features))}))
     if config.benchmark == "digits":
-        return (*load_digits_benchmark(), {"benchmark": "digits"})
+        return RunInputs((*load_digits_benchmark(), {"benchmark": "digits"}))
     data = _benchmark_data(config)
     build = data.manifest.get("build", {})
     provenance = {
@@ -124,15 +159,14 @@ def load_inputs(config: RunConfig, progress: bool = False) -> tuple[LabelIndex, 
         "pretraining_overlap": data.manifest.get("pretraining_overlap"),
     }
     if config.teacher == "pixels":
-        return data.index, pixel_features(data), {**provenance, "embedding": "raw pixels, 16x16 RGB"}
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"  # the cache extracts on the model's device
+        return RunInputs((data.index, pixel_features(data), {**provenance, "embedding": "raw pixels, 16x16 RGB"}), data)
+    device = resolve_device(config.device)  # the cache extracts on the model's device
     teacher = load_teacher(config.teacher, config.teacher_weights, device=device)
-    features = FeatureCache().feature_set(teacher, data, progress=progress)
+    cache = FeatureCache()
+    features = cache.feature_set(teacher, data, progress=progress)
     embedding = {"teacher": teacher.name, "identity": teacher.identity, "pretraining": teacher.pretraining,
                  "config": teacher.config}
-    return data.index, features, {**provenance, "embedding": embedding}
+    return RunInputs((data.index, features, {**provenance, "embedding": embedding}), data, teacher, cache)
 
 
 def _sha256(path: Path) -> str:
@@ -160,20 +194,20 @@ def base_mean(index: LabelIndex, feature_set: FeatureSet, spec: TaskSpec) -> np.
 
 
 def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progress: bool = False,
-                   fail_fast: bool = False) -> RunResult:
+                   fail_fast: bool = False, executor: Executor | None = None) -> RunResult:
     """Sample (or load) the tasks, evaluate the methods into ``run_dir`` and summarise.
 
     With ``config.tasks_file`` the task shape, seed and count come from the file. Re-running
-    with the same config and ``run_dir`` resumes: finished tasks are kept.
+    with the same config and ``run_dir`` resumes: finished tasks are kept. ``executor`` (default
+    this process; see :mod:`tcs_fewshot.evaluation.executors`) is not part of the run's identity.
     """
     if not config.methods:
         raise TcsFewshotError("no methods given; pass --methods, e.g. ncm,simpleshot,logreg")
     if config.reference is not None and config.reference not in config.methods:
         raise TcsFewshotError(f"--reference '{config.reference}' is not among --methods {','.join(config.methods)}")
-    unknown = [name for name in config.methods if name not in PROBES]
-    if unknown:
-        raise TcsFewshotError(f"unknown method '{unknown[0]}'; choose from: {', '.join(PROBES)}")
-    index, feature_set, provenance = load_inputs(config, progress)
+    kinds = {name: method_kind(name) for name in config.methods}  # unknown names fail before any loading
+    loaded = load_run_inputs(config, progress)
+    index, feature_set, provenance = loaded.probe_inputs
     if config.tasks_file:
         task_set = load_tasks(config.tasks_file, index=index)
         spec = task_set.spec
@@ -184,14 +218,22 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
                         queries=config.queries, seed=config.seed)
         task_set = sample_tasks(index, spec, config.tasks)
     mean = base_mean(index, feature_set, spec)
-    methods = {name: build_probe(name, mean) for name in config.methods}
+    methods, inputs, method_settings = build_methods(
+        config.methods, feature_set, mean, data=loaded.data, teacher=loaded.teacher, cache=loaded.cache,
+        student=student_options(config), seed=config.seed, unrelated=lambda: unrelated_features(config, loaded))
     run_dir = Path(run_dir) if run_dir is not None else config.default_run_dir()
     # The tasks are identified by their checksum (in the manifest), never by a file's path.
-    recorded = {k: v for k, v in asdict(config).items() if k not in ("methods", "ci", "reference", "tasks_file")}
+    ignored = {"methods", "ci", "reference", "tasks_file", "device"}
+    if "student" not in kinds.values():  # a probes-only run does not depend on student settings
+        ignored |= {"student", "student_checkpoint", "student_image_size", "student_views", "training",
+                    "method_options", "transductive"}
+    recorded = {k: v for k, v in asdict(config).items() if k not in ignored}
+    if method_settings:
+        recorded["methods_settings"] = method_settings
     recorded["data_fingerprint"] = index.fingerprint
     recorded["data"] = provenance
-    records = evaluate(task_set, methods, feature_set, run_dir=run_dir, config=recorded,
-                       fail_fast=fail_fast, progress=progress)
+    records = evaluate(task_set, methods, inputs, run_dir=run_dir, config=recorded,
+                       fail_fast=fail_fast, progress=progress, executor=executor)
     reference = config.reference or config.methods[0]
     return RunResult(
         run_dir=run_dir,
@@ -200,3 +242,24 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
         summary=summary(records, ci=config.ci, methods=config.methods),
         paired=paired(records, reference=reference, ci=config.ci, methods=config.methods),
     )
+
+
+def student_options(config: RunConfig) -> StudentOptions:
+    """The :class:`StudentOptions` of a run config (``transductive`` reaches every TCS variant)."""
+    options = {name: dict(values) for name, values in config.method_options.items()}
+    if config.transductive:
+        for name in config.methods:
+            if name.startswith("tcs"):
+                options.setdefault(name, {})["transductive"] = True
+    return StudentOptions(config.student, config.student_checkpoint, config.student_image_size, config.student_views,
+                          dict(config.training), options)
+
+
+def unrelated_features(config: RunConfig, loaded: RunInputs) -> np.ndarray:
+    """``(UNRELATED_ITEMS, D)`` teacher features of another embedded benchmark (glyphs, or emoji for glyphs)."""
+    other = "emoji" if config.benchmark == "glyphs" else "glyphs"
+    adapter, root = open_benchmark(other, None, None)
+    data = adapter.load(root, None)
+    rng = np.random.default_rng(0)
+    ids = np.sort(rng.choice(data.index.item_ids, size=min(UNRELATED_ITEMS, len(data.index.item_ids)), replace=False))
+    return loaded.cache.features(loaded.teacher, data, ids, views=[0])[:, 0]

@@ -64,12 +64,17 @@ def _session() -> dict[str, Any]:
     }
 
 
-def open_manifest(run_dir: Path, identity: Mapping[str, Any], methods: list[str]) -> dict[str, Any]:
+def open_manifest(run_dir: Path, identity: Mapping[str, Any], methods: list[str],
+                  session: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Create or extend ``run_dir/manifest.json``; refuse a run directory of another run.
+
+    A damaged or foreign manifest is refused and left as it is.
 
     Args:
         identity: What must match on resume: config, tasks checksum, dataset fingerprint.
         methods: Method names of this session (added to those already recorded).
+        session: Facts about this session only (e.g. its executor), recorded beside its
+            versions and command line; not part of the identity.
     """
     path = run_dir / "manifest.json"
     identity = json.loads(json.dumps(identity, default=str))
@@ -78,8 +83,7 @@ def open_manifest(run_dir: Path, identity: Mapping[str, Any], methods: list[str]
             manifest = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise RunDirectoryError(f"'{path}' is damaged ({error}); move the run directory away or use another --out") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise RunDirectoryError(f"'{path}' is not a tcs-fewshot run manifest; use another --out")
+        _check_manifest(manifest, path)
         for key, value in identity.items():
             if manifest.get(key) != value:
                 what, stored, now = _first_difference(key, manifest.get(key), value)
@@ -88,11 +92,22 @@ def open_manifest(run_dir: Path, identity: Mapping[str, Any], methods: list[str]
                     "use another --out to start a new run"
                 )
         manifest["methods"] = list(dict.fromkeys([*manifest.get("methods", []), *methods]))
-        manifest.setdefault("sessions", []).append(_session())
+        manifest.setdefault("sessions", []).append({**_session(), **(session or {})})
     else:
-        manifest = {"format": FORMAT, "version": VERSION, **identity, "methods": methods, "sessions": [_session()]}
+        manifest = {"format": FORMAT, "version": VERSION, **identity, "methods": methods,
+                    "sessions": [{**_session(), **(session or {})}]}
     write_json_atomically(path, manifest)
     return manifest
+
+
+def _check_manifest(manifest: Any, path: Path) -> None:
+    """Refuse a manifest that is not ours, or whose lists were damaged by hand."""
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise RunDirectoryError(f"'{path}' is not a tcs-fewshot run manifest; use another --out")
+    for key in ("methods", "sessions"):
+        if not isinstance(manifest.get(key, []), list):
+            raise RunDirectoryError(f"'{path}' is damaged ('{key}' is not a list); move the run directory away "
+                                    "or use another --out")
 
 
 IDENTITY_KEYS = ("config", "spec", "n_tasks", "dataset", "tasks_checksum")
@@ -128,6 +143,8 @@ def read_manifest(run_dir: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise RunDirectoryError(f"'{run_dir}' is not a run directory (no manifest.json); pass the --out of a run")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
         raise RunDirectoryError(f"'{path}' is damaged ({error})") from None
+    _check_manifest(manifest, path)
+    return manifest

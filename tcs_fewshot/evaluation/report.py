@@ -84,3 +84,62 @@ def rich_table(table: pd.DataFrame, title: str | None = None) -> Table:
     for row in table.itertuples(index=False):
         rich.add_row(*("" if pd.isna(value) else str(value) for value in row))
     return rich
+
+
+def without_single_run(table: pd.DataFrame) -> pd.DataFrame:
+    """Drop the ``run`` column of a comparison table when the settings tell the runs apart.
+
+    So a lone run's tables stay as they were, and a sweep's rows are named by their shots.
+    """
+    from tcs_fewshot.evaluation.stats import GROUP_COLUMNS
+
+    settings = [c for c in GROUP_COLUMNS if c in table.columns]
+    runs_per_setting = table.groupby(settings, dropna=False)["run"].nunique() if settings and "run" in table else None
+    if "run" in table.columns and (table["run"].nunique() <= 1 or runs_per_setting.max() <= 1):
+        narrow = table.drop(columns="run")
+        narrow.attrs = dict(table.attrs)
+        return narrow
+    return table
+
+
+def format_tables(summary: pd.DataFrame, paired: pd.DataFrame, fmt: str,
+                  which: tuple[str, ...] = ("summary", "paired")) -> str:
+    """Comparison tables as text: md or latex (readable, a heading each when several) or csv (raw, one table).
+
+    Args:
+        summary, paired: Tables of :func:`tcs_fewshot.evaluation.compare.compare_runs`.
+        fmt: ``md``, ``csv`` or ``latex``.
+        which: ``"summary"`` and/or ``"paired"``, in output order; csv takes the first.
+    """
+    if fmt not in FORMATS:
+        raise TcsFewshotError(f"unknown report format '{fmt}'; use one of: {', '.join(FORMATS)}")
+    raw = {"summary": without_single_run(summary), "paired": paired}
+    if fmt == "csv":
+        return raw[which[0]].to_csv(index=False)
+    readable = {"summary": readable_summary(raw["summary"]), "paired": readable_paired(paired)}
+    headings = {"summary": "Summary", "paired": "Paired differences"}
+    parts = []
+    for name in which:
+        text = to_markdown(readable[name]) if fmt == "md" else to_latex(readable[name])
+        if len(which) > 1:
+            text = (f"## {headings[name]}\n\n" if fmt == "md" else f"% {headings[name]}\n") + text
+        parts.append(text)
+    return "\n".join(parts)
+
+
+def terminal_report(summary: pd.DataFrame, paired: pd.DataFrame, warnings: list[str] = (),
+                    notes: list[str] = (), which: tuple[str, ...] = ("summary", "paired")) -> list:
+    """Rich renderables for the terminal: the summary, the paired differences (those in ``which``), then
+    warnings and notes."""
+    from rich.panel import Panel
+
+    shown: list = []
+    if "summary" in which:
+        narrow, setting = without_constant_settings(readable_summary(without_single_run(summary)))
+        shown.append(rich_table(narrow, title=setting or None))
+    if "paired" in which and len(paired):
+        narrow, setting = without_constant_settings(readable_paired(paired))
+        shown.append(rich_table(narrow, title=f"paired differences: {setting}" if setting else "paired differences"))
+    shown += [Panel(text, title="leakage", border_style="yellow") for text in warnings]
+    shown += [f"note: {note}" for note in notes]
+    return shown

@@ -83,19 +83,23 @@ class DistillNetwork(nn.Module):
         self.student, self.head = student, head
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(F.normalize(self.student(images), dim=1))
+        return self.head(self.student(images))
 
 
 class DistillHead(nn.Module):
-    """Student features ``(B, d)`` -> coordinates ``(B, k)`` (or the features themselves) -> base logits."""
+    """Student features ``(B, d)`` -> standardised -> coordinates ``(B, k)`` (or the features themselves) -> base logits."""
 
     def __init__(self, feature_dim: int, components: int | None, n_classes: int) -> None:
         super().__init__()
+        # Standardised features: pooled ReLU features vary little around a large mean, and a
+        # linear map from them to unit-variance coordinates needs weights Adam reaches too
+        # slowly (with L2-normalised features the mimicking loss never left 1.0 in 4 epochs).
+        self.standardise = nn.BatchNorm1d(feature_dim, affine=False)
         self.projector = nn.Linear(feature_dim, components) if components else nn.Identity()
         self.classifier = nn.Linear(components or feature_dim, n_classes)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        coordinates = self.projector(features)
+        coordinates = self.projector(self.standardise(features))
         return coordinates, self.classifier(coordinates)
 
 

@@ -4,7 +4,7 @@
 
 Each process takes every ``world_size``-th row of each global batch; gradients are averaged
 by DistributedDataParallel, and batch norm statistics are summed over all processes
-(:class:`AllReduceBatchNorm2d`; torch's SyncBatchNorm runs only on CUDA), so a step equals the
+(:class:`AllReduceBatchNorm`; torch's SyncBatchNorm runs only on CUDA), so a step equals the
 single-process step on the same global batch up to float rounding.
 """
 
@@ -27,8 +27,12 @@ def init_from_environment() -> tuple[int, int]:
     return 0, 1
 
 
-class AllReduceBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics cover the batch of every process (sum all-reduced)."""
+class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm (1d or 2d) whose training statistics cover the batch of every process (sums all-reduced)."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() not in (2, 3, 4):
+            raise ValueError(f"expected a 2D, 3D or 4D input (got {x.dim()}D)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
@@ -36,8 +40,9 @@ class AllReduceBatchNorm2d(nn.BatchNorm2d):
         from torch.distributed.nn.functional import all_reduce  # differentiable all-reduce
 
         channels = x.shape[1]
+        dims = [0, *range(2, x.dim())]
         count = torch.full((1,), x.numel() / channels, dtype=x.dtype)
-        stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count]))
+        stats = all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
         total = stats[-1]
         mean = stats[:channels] / total
         variance = stats[channels:2 * channels] / total - mean * mean
@@ -46,17 +51,23 @@ class AllReduceBatchNorm2d(nn.BatchNorm2d):
             self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean.detach())
             unbiased = variance.detach() * total / (total - 1)
             self.running_var.mul_(1 - self.momentum).add_(self.momentum * unbiased)
-        shape = (1, channels, 1, 1)
+        shape = (1, channels) + (1,) * (x.dim() - 2)
         normalised = (x - mean.view(shape)) / torch.sqrt(variance.view(shape) + self.eps)
-        return normalised * self.weight.view(shape) + self.bias.view(shape)
+        if self.affine:
+            normalised = normalised * self.weight.view(shape) + self.bias.view(shape)
+        return normalised
+
+
+_PLAIN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 def all_reduce_batch_norm(module: nn.Module) -> nn.Module:
-    """Swap every BatchNorm2d of ``module`` (in place) for :class:`AllReduceBatchNorm2d`, same state."""
+    """Swap every BatchNorm1d/2d of ``module`` (in place) for :class:`AllReduceBatchNorm`, same state."""
     for name, child in module.named_children():
-        if type(child) is nn.BatchNorm2d:
-            replacement = AllReduceBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
-                                               child.track_running_stats)
+        if type(child) in _PLAIN:
+            replacement = AllReduceBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                             child.track_running_stats)
+            replacement.plain_type = type(child)
             replacement.load_state_dict(child.state_dict())
             setattr(module, name, replacement)
         else:
@@ -67,8 +78,8 @@ def all_reduce_batch_norm(module: nn.Module) -> nn.Module:
 def plain_batch_norm(module: nn.Module) -> nn.Module:
     """Undo :func:`all_reduce_batch_norm` (in place), so checkpoints load into ordinary students."""
     for name, child in module.named_children():
-        if isinstance(child, AllReduceBatchNorm2d):
-            plain = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+        if isinstance(child, AllReduceBatchNorm):
+            plain = child.plain_type(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
             plain.load_state_dict(child.state_dict())
             setattr(module, name, plain)
         else:

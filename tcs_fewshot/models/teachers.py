@@ -67,6 +67,24 @@ def mobilenet_weights_path() -> Path:
     return path
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """The torch device a teacher runs on: ``auto`` is ``cuda`` when torch sees a GPU, else ``cpu``.
+
+    Raises:
+        TcsFewshotError: ``device`` is not one of :data:`DEVICES`, or ``cuda`` without a GPU.
+    """
+    if device not in DEVICES:
+        raise TcsFewshotError(f"unknown device '{device}'; choose one of: {', '.join(DEVICES)}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TcsFewshotError("--device cuda, but torch sees no CUDA GPU on this machine; use --device cpu or auto")
+    return device
+
+
 def load_teacher(spec: str, weights: str | os.PathLike | None = None, device: str = "cpu",
                  layer: str = "pooled") -> Teacher:
     """Load a frozen teacher in eval mode on ``device``.

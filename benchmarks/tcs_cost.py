@@ -1,0 +1,118 @@
+"""Wall time and peak memory per task of TCS against logit KD and FitNets, side by side, at equal steps.
+
+    python benchmarks/tcs_cost.py --checkpoint students/emoji-tcs.pt --tasks 10
+
+Every method runs the same tasks with the same student, views, steps and batch size, each in
+its own fresh process (so peak resident memory, ``ru_maxrss``, is the method's own; torch's
+CPU allocations are invisible to tracemalloc). ``kd-online`` runs the teacher on every training
+batch, as logit KD usually is; ``kd`` reads the same views from the cache, so the table
+separates what caching buys from what the coordinate system buys. A baseline process that
+sets up identically and runs ``student-ncm`` (no training, no teacher) gives the memory
+every method pays before training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+METHODS = ["student-ncm", "tcs", "kd", "kd-online", "fitnets"]
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Run ``args.method`` on the tasks in this process; time per task and peak RSS."""
+    import torch
+
+    from tcs_fewshot.data.benchmarks import open_benchmark
+    from tcs_fewshot.data.tasks import TaskSpec, sample_tasks
+    from tcs_fewshot.evaluation.method_setup import StudentOptions, build_methods
+    from tcs_fewshot.models.cache import FeatureCache
+    from tcs_fewshot.models.teachers import load_teacher
+
+    torch.set_num_threads(args.threads)
+    adapter, root = open_benchmark(args.benchmark, None, None)
+    data = adapter.load(root, None)
+    teacher = load_teacher("torchvision:mobilenet_v2")
+    cache = FeatureCache()
+    features = cache.feature_set(teacher, data)
+    tasks = sample_tasks(data.index, TaskSpec(split="test", ways=5, shots=args.shots, queries=15, seed=0), args.tasks)
+    training = {"steps": args.steps, "batch_size": args.batch_size, "train_layers": args.train_layers, "threads": args.threads}
+    methods, _, _ = build_methods([args.method], features, None, data=data, teacher=teacher, cache=cache,
+                                  student=StudentOptions(checkpoint=args.checkpoint, views=args.views, training=training))
+    method = methods[args.method]
+    warm = tasks.tasks[0]  # memoises the frozen student outputs and loads the cache pages once
+    method.fit(warm.support_ids, warm.support_labels).predict(warm.query_ids)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    seconds, passes = [], []
+    for task in tasks.tasks[1:]:
+        started = time.perf_counter()
+        method.fit(task.support_ids, task.support_labels).predict(task.query_ids)
+        seconds.append(time.perf_counter() - started)
+        passes.append(method.teacher_forward_passes)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"method": args.method, "seconds_per_task": sum(seconds) / len(seconds), "peak_rss_mb": peak / 1024,
+            "rss_before_tasks_mb": before / 1024, "teacher_passes_per_task": sum(passes) / len(passes)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--benchmark", default="emoji")
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--tasks", type=int, default=10, help="timed tasks + 1 warm-up")
+    parser.add_argument("--shots", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--views", type=int, default=4)
+    parser.add_argument("--train-layers", default="last")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--method", help=argparse.SUPPRESS)  # set in the per-method child processes
+    args = parser.parse_args()
+    if args.method:
+        print(json.dumps(measure(args)))
+        return
+    from timing import cpu_model
+
+    rows = {}
+    for method in METHODS:
+        child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--method", method], capture_output=True, text=True)
+        if child.returncode:
+            raise SystemExit(f"{method} failed: {child.stderr[-2000:]}")
+        rows[method] = json.loads(child.stdout.strip().splitlines()[-1])
+        print(rows[method], flush=True)
+    base = rows["student-ncm"]["peak_rss_mb"]
+    lines = ["| method | s/task | ratio tcs/method (time) | peak RSS (MB) | above no-training baseline (MB) | "
+             "ratio tcs/method (memory above baseline) | teacher passes/task |", "|---|---|---|---|---|---|---|"]
+    tcs = rows["tcs"]
+    for method in METHODS:
+        row = rows[method]
+        extra = row["peak_rss_mb"] - base
+        tcs_extra = tcs["peak_rss_mb"] - base
+        lines.append(f"| {method} | {row['seconds_per_task']:.3f} | {tcs['seconds_per_task'] / row['seconds_per_task']:.2f} | "
+                     f"{row['peak_rss_mb']:.0f} | {extra:.0f} | {(tcs_extra / extra) if extra > 0 else float('nan'):.2f} | "
+                     f"{row['teacher_passes_per_task']:.0f} |")
+    text = "\n".join([
+        "# Cost per task: TCS against logit KD and FitNets (equal steps)", "",
+        f"Machine: {cpu_model()}, {args.threads} torch thread(s). {args.tasks - 1} timed tasks (5-way {args.shots}-shot, "
+        f"emoji test split) after one warm-up task; {args.steps} steps of batch {args.batch_size}, train_layers "
+        f"{args.train_layers}, {args.views} augmented views per image, student {args.checkpoint}.", "",
+        f"Command: `python benchmarks/tcs_cost.py {' '.join(sys.argv[1:])}`", "", *lines, "",
+        "Peak RSS is the process's maximum resident memory (ru_maxrss), each method in a fresh process; "
+        "'above baseline' subtracts the student-ncm process (same setup, no training, no teacher pass).",
+    ])
+    out = Path(__file__).resolve().parent / "results" / "tcs_cost.md"
+    out.write_text(text + "\n")
+    print(text)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
