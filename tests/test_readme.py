@@ -25,3 +25,10 @@ def test_embedding_example_runs_as_written(tmp_path):
     lines = result.stdout.splitlines()
     assert any(line.split()[1:3] == ["1-nn", "600"] for line in lines if len(line.split()) > 2)
     assert any("1-nn" in line for line in lines[lines.index(next(l for l in lines if "difference" in l)):])
+
+
+def test_every_method_is_documented_in_the_readme():
+    from tcs_fewshot.methods.catalog import all_method_names
+
+    documented = set(re.findall(r"^\| `([a-z0-9-]+)` \|", README, flags=re.M))
+    assert set(all_method_names()) <= documented, set(all_method_names()) - documented

@@ -1,0 +1,84 @@
+"""Choose TCS's per-task settings on the validation split (never on test tasks).
+
+    python benchmarks/tcs_val_selection.py --checkpoint students/emoji-tcs.pt --tasks 150
+
+Evaluates a small grid of TCS settings around the defaults, plus fine-tuning as the yardstick,
+on the same validation tasks, and writes benchmarks/results/tcs_val_selection.md with the
+accuracy of each and its paired difference against the default ``tcs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from timing import cpu_model  # noqa: E402
+
+from tcs_fewshot.data.benchmarks import open_benchmark  # noqa: E402
+from tcs_fewshot.data.tasks import TaskSpec, sample_tasks  # noqa: E402
+from tcs_fewshot.evaluation.evaluator import evaluate  # noqa: E402
+from tcs_fewshot.evaluation.method_setup import student_context, StudentOptions  # noqa: E402
+from tcs_fewshot.evaluation.report import readable_paired, readable_summary, to_markdown  # noqa: E402
+from tcs_fewshot.evaluation.stats import paired, summary  # noqa: E402
+from tcs_fewshot.methods.catalog import training_settings  # noqa: E402
+from tcs_fewshot.methods.finetune import FineTune, StudentNCM  # noqa: E402
+from tcs_fewshot.methods.tcs import TCS  # noqa: E402
+from tcs_fewshot.models.cache import FeatureCache  # noqa: E402
+from tcs_fewshot.models.teachers import load_teacher  # noqa: E402
+
+GRID = {
+    "tcs": {},
+    "tcs k=8": {"components": 8},
+    "tcs k=16": {"components": 16},
+    "tcs spectrum": {"scale": "spectrum"},
+    "tcs mimic=0.3": {"mimic_weight": 0.3},
+    "tcs mimic=3": {"mimic_weight": 3.0},
+    "tcs no-selection": {"selection": False},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--benchmark", default="emoji")
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--tasks", type=int, default=150)
+    parser.add_argument("--shots", default="1,5")
+    parser.add_argument("--views", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--runs", default="runs/benchmarks")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    adapter, root = open_benchmark(args.benchmark, None, None)
+    data = adapter.load(root, None)
+    teacher = load_teacher("torchvision:mobilenet_v2")
+    cache = FeatureCache()
+    context = student_context(data, teacher, cache, StudentOptions(checkpoint=args.checkpoint, views=args.views), seed=0)
+    training = training_settings({"steps": args.steps})
+    sections = []
+    for shots in map(int, args.shots.split(",")):
+        tasks = sample_tasks(data.index, TaskSpec(split="val", ways=5, shots=shots, queries=15, seed=0), args.tasks)
+        methods = {"student-ncm": StudentNCM(context, training), "finetune": FineTune(context, training),
+                   **{name: TCS(context, training, **options) for name, options in GRID.items()}}
+        run_dir = Path(args.runs) / f"{args.benchmark}-val-selection-5way{shots}shot-n{args.tasks}"
+        records = evaluate(tasks, methods, lambda ids: ids, run_dir=run_dir, measure_memory=False, progress=True,
+                           config={"checkpoint": args.checkpoint, "views": args.views, "steps": args.steps})
+        table = readable_summary(summary(records))[["method", "accuracy (%)", "n", "fit (ms)"]]
+        differences = readable_paired(paired(records, reference="tcs"))[["method", "difference (points)", "wins/losses"]]
+        sections.append("\n".join([f"## 5-way {shots}-shot, {args.tasks} validation tasks", "", to_markdown(table), "",
+                                   "Paired against the default tcs:", "", to_markdown(differences)]))
+    text = "\n\n".join(["# Choosing TCS's per-task settings on the validation split",
+                        f"Machine: {cpu_model()}, 1 torch thread. Student {args.checkpoint}; {args.views} views, "
+                        f"{args.steps} steps, train_layers head.", f"Command: `python {' '.join(sys.argv)}`", *sections])
+    out = Path(__file__).resolve().parent / "results" / "tcs_val_selection.md"
+    out.write_text(text + "\n")
+    print(text + f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()
