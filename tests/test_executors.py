@@ -254,3 +254,27 @@ def test_an_unreachable_cluster_fails_in_seconds_with_one_line(tmp_path):
     assert "no Ray cluster answers at '127.0.0.1:9'" in result.stderr and "Traceback" not in result.stderr
     assert time.monotonic() - started < 60
     assert not (tmp_path / "run" / "records.sqlite").exists()
+
+
+def test_student_methods_on_ray_equal_a_local_run(ray_cluster, tmp_path):
+    """TCS and KD travel to workers (cloudpickle takes the image loader and the teacher along)."""
+    from tcs_fewshot.data.benchmarks.emoji import Emoji
+    from tcs_fewshot.data.benchmarks.emoji_catalog import MIN_EMOJI
+    from tcs_fewshot.evaluation.method_setup import StudentOptions, build_methods
+    from tcs_fewshot.models.cache import FeatureCache
+    from tcs_fewshot.models.teachers import load_teacher
+
+    emoji = Emoji(styles=("openmoji",), max_subgroups=5, max_emoji=8, min_instances=MIN_EMOJI, progress=False)
+    images = emoji.load(tmp_path / "emoji")
+    teacher, cache = load_teacher("torchvision:mobilenet_v2"), FeatureCache(tmp_path / "features")
+    tasks = sample_tasks(images.index, TaskSpec(split="test", ways=3, shots=2, queries=3, seed=0), 4)
+
+    def methods():
+        return build_methods(["ncm", "tcs", "kd"], cache.feature_set(teacher, images), None, data=images, teacher=teacher,
+                             cache=cache, student=StudentOptions("conv4-16", views=1, training={"steps": 10}))[:2]
+
+    local = evaluate(tasks, *methods(), measure_memory=False)
+    remote = evaluate(tasks, *methods(), measure_memory=False, executor=RayExecutor(chunk_size=2))
+    columns = ["task_index", "method", "accuracy", "n_correct", "teacher_forward_passes", "failure"]
+    assert remote["failure"].isna().all()
+    assert local[columns].equals(remote[columns])
