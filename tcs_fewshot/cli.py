@@ -133,7 +133,7 @@ CONFIG_KEYS = {"n_tasks": "tasks"}
               help="Start the student methods from this checkpoint ('tcs-fewshot distill'); default a seeded scratch student.")
 @click.option("--student-image-size", type=click.IntRange(min=8), default=None,
               help="Student input side in px (default: the checkpoint's, else the images' own, at most 84).")
-@click.option("--student-views", type=click.IntRange(min=0), default=8, show_default=True,
+@click.option("--student-views", type=click.IntRange(min=0), default=4, show_default=True,
               help="Augmented views per support image for student methods (one cached teacher pass each).")
 @click.option("--transductive", is_flag=True,
               help="TCS also fits its coordinates on, and mimics the teacher on, the unlabelled query images (recorded).")

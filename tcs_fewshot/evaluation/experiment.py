@@ -83,7 +83,7 @@ class RunConfig:
     student: str = "conv4-32"
     student_checkpoint: str | None = None
     student_image_size: int | None = None
-    student_views: int = 8
+    student_views: int = 4
     training: dict = field(default_factory=dict)
     method_options: dict = field(default_factory=dict)
     transductive: bool = False

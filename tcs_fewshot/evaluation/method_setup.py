@@ -38,7 +38,7 @@ class StudentOptions:
     spec: str = "conv4-32"
     checkpoint: str | None = None
     image_size: int | None = None
-    views: int = 8
+    views: int = 4
     training: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 

@@ -3,7 +3,7 @@
 Student methods (TCS, KD, FitNets, fine-tuning) receive item ids from the evaluator and read
 everything else through a :class:`StudentContext`:
 
-    context = StudentContext(data, teacher, FeatureCache(), build_student("conv4-32", ...), views=8)
+    context = StudentContext(data, teacher, FeatureCache(), build_student("conv4-32", ...), views=4)
     tcs = TCS(context).fit(support_ids, support_labels)
 
 The student is split into a frozen part and a trainable part (``train_layers``). The frozen
@@ -77,7 +77,7 @@ class StudentContext:
     teacher: Teacher
     cache: FeatureCache
     student: Student
-    views: int = 8
+    views: int = 4
     _memo: dict[tuple[str, str, int], torch.Tensor] = field(default_factory=dict, repr=False)
     _splits: dict[str, tuple[nn.Module, nn.Module]] = field(default_factory=dict, repr=False)
 

@@ -40,7 +40,7 @@ class TrainingSettings:
             more threads only add synchronisation: 30x slower on 2 busy cores), else torch's own.
     """
 
-    steps: int = 100
+    steps: int = 50
     learning_rate: float = 0.01
     batch_size: int = 128
     train_layers: str = "head"
