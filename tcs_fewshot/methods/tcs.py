@@ -82,7 +82,8 @@ class TCS(StudentMethod):
         training: The shared loop's settings (steps, learning rate, which layers train).
         components: At most this many coordinates (``k``); the task's rank may give fewer.
         explained_variance: Keep the fewest components reaching this fraction of variance (1: off).
-        scale: ``whiten``, ``spectrum`` or ``raw`` (see :mod:`coordinates`).
+        scale: ``spectrum`` (chosen on the emoji validation split: +1.9 points over ``whiten`` at
+            5 shots, see benchmarks/results/tcs_val_selection.md), ``whiten`` or ``raw`` (see :mod:`coordinates`).
         basis: ``pca`` or ``random-orthogonal``.
         pca_features: ``(M, D)`` teacher features of other images to fit the basis on instead of
             the task's (the ``unrelated`` ablation).
@@ -94,7 +95,7 @@ class TCS(StudentMethod):
     """
 
     def __init__(self, context: StudentContext, training: TrainingSettings | None = None, *, components: int = 32,
-                 explained_variance: float = 1.0, scale: str = "whiten", basis: str = "pca",
+                 explained_variance: float = 1.0, scale: str = "spectrum", basis: str = "pca",
                  pca_features: np.ndarray | None = None, mimic_loss: str = "mse", mimic_weight: float = 1.0,
                  ce_weight: float = 1.0, hash_bits: int = 256, selection: bool = True, prune_start: int = 20,
                  prune_every: int = 10, prune_fraction: float = 0.1, min_components: int = 4,
