@@ -40,6 +40,11 @@ import PIL
 import torch
 import torchvision
 from PIL import Image
+from timing import (  # benchmarks/timing.py, beside this script
+    cpu_model,
+    median_seconds,
+    write_results,
+)
 from torchvision.transforms import v2
 
 from tcs_fewshot.data.benchmarks.base import BenchmarkData, load_rgb
@@ -49,8 +54,6 @@ from tcs_fewshot.evaluation.evaluator import evaluate
 from tcs_fewshot.methods.probes import NearestClassMean
 from tcs_fewshot.models.cache import CPU_BATCH_SIZE, FeatureCache
 from tcs_fewshot.models.teacher_base import Teacher
-
-from timing import cpu_model, median_seconds, write_results  # benchmarks/timing.py, beside this script
 
 SEED, N_CLASSES, N_TASKS = 0, 10, 100
 SPEC = TaskSpec(split="all", ways=5, shots=5, queries=15)

@@ -39,6 +39,11 @@ import torch
 with contextlib.redirect_stderr(io.StringIO()):  # silence gym's deprecation banner
     import learn2learn as l2l
 from learn2learn.data.transforms import KShots, LoadData, NWays, RemapLabels
+from timing import (  # benchmarks/timing.py, beside this script
+    cpu_model,
+    median_seconds,
+    write_results,
+)
 
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.data.tasks import TaskSampler, TaskSpec, sample_tasks
@@ -47,8 +52,6 @@ from tcs_fewshot.evaluation.stats import paired, summary
 from tcs_fewshot.evaluation.store import COLUMN_NAMES
 from tcs_fewshot.methods.probes import NearestClassMean
 from tcs_fewshot.models.features import FeatureSet
-
-from timing import cpu_model, median_seconds, write_results  # benchmarks/timing.py, beside this script
 
 SEED = 0
 N_CLASSES, PER_CLASS, DIM = 20, 600, 512

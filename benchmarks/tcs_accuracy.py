@@ -27,7 +27,12 @@ from timing import cpu_model  # noqa: E402
 from tcs_fewshot.data.benchmarks import open_benchmark  # noqa: E402
 from tcs_fewshot.data.tasks import TaskSpec, sample_tasks  # noqa: E402
 from tcs_fewshot.evaluation.evaluator import evaluate  # noqa: E402
-from tcs_fewshot.evaluation.experiment import RunConfig, RunInputs, base_mean, unrelated_features  # noqa: E402
+from tcs_fewshot.evaluation.experiment import (  # noqa: E402
+    RunConfig,
+    RunInputs,
+    base_mean,
+    unrelated_features,
+)
 from tcs_fewshot.evaluation.method_setup import StudentOptions, build_methods  # noqa: E402
 from tcs_fewshot.evaluation.report import readable_paired, readable_summary, to_markdown  # noqa: E402
 from tcs_fewshot.evaluation.stats import paired, summary  # noqa: E402

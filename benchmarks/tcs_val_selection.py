@@ -25,7 +25,7 @@ from timing import cpu_model  # noqa: E402
 from tcs_fewshot.data.benchmarks import open_benchmark  # noqa: E402
 from tcs_fewshot.data.tasks import TaskSpec, sample_tasks  # noqa: E402
 from tcs_fewshot.evaluation.evaluator import evaluate  # noqa: E402
-from tcs_fewshot.evaluation.method_setup import student_context, StudentOptions  # noqa: E402
+from tcs_fewshot.evaluation.method_setup import StudentOptions, student_context  # noqa: E402
 from tcs_fewshot.evaluation.report import readable_paired, readable_summary, to_markdown  # noqa: E402
 from tcs_fewshot.evaluation.stats import paired, summary  # noqa: E402
 from tcs_fewshot.methods.catalog import training_settings  # noqa: E402

@@ -9,7 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from tcs_fewshot.methods.distributed import AllReduceBatchNorm, all_reduce_batch_norm, plain_batch_norm
+from tcs_fewshot.methods.distributed import (
+    AllReduceBatchNorm,
+    all_reduce_batch_norm,
+    plain_batch_norm,
+)
 from tcs_fewshot.models.students import build_student
 
 

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import make_features, make_index
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +25,6 @@ from tcs_fewshot import (
 )
 from tcs_fewshot.evaluation.manifest import read_manifest
 from tcs_fewshot.methods import build_probe
-from conftest import make_features, make_index
 
 SPEC = TaskSpec(split="test", ways=3, shots=2, queries=5, seed=0)
 ACCURACY_COLUMNS = ["task_index", "task_checksum", "method", "accuracy", "n_correct", "n_query", "failure"]

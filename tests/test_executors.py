@@ -16,7 +16,15 @@ from cli_invoke import invoke
 from conftest import make_features, make_index
 from ray import cloudpickle
 
-from tcs_fewshot import MethodFailure, NearestClassMean, TaskSpec, TcsFewshotError, evaluate, load_records, sample_tasks
+from tcs_fewshot import (
+    MethodFailure,
+    NearestClassMean,
+    TaskSpec,
+    TcsFewshotError,
+    evaluate,
+    load_records,
+    sample_tasks,
+)
 from tcs_fewshot.evaluation.executors import LocalExecutor, RayExecutor, make_executor
 from tcs_fewshot.evaluation.manifest import read_manifest
 from tcs_fewshot.methods import build_probe

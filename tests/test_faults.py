@@ -14,7 +14,15 @@ import pytest
 from cli_invoke import invoke
 from conftest import make_features, make_index
 
-from tcs_fewshot import MethodFailure, NearestClassMean, TaskSpec, evaluate, load_records, sample_tasks, summary
+from tcs_fewshot import (
+    MethodFailure,
+    NearestClassMean,
+    TaskSpec,
+    evaluate,
+    load_records,
+    sample_tasks,
+    summary,
+)
 from tcs_fewshot.errors import RunDirectoryError
 from tcs_fewshot.evaluation.store import RecordStore
 

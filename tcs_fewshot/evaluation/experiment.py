@@ -16,11 +16,15 @@ from tcs_fewshot.data.tasks import TaskSet, TaskSpec, sample_tasks
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.evaluation.evaluator import evaluate
 from tcs_fewshot.evaluation.executors import Executor
+from tcs_fewshot.evaluation.method_setup import (
+    UNRELATED_ITEMS,
+    StudentOptions,
+    build_methods,
+)
 from tcs_fewshot.evaluation.stats import paired, summary
-from tcs_fewshot.evaluation.method_setup import UNRELATED_ITEMS, StudentOptions, build_methods
 from tcs_fewshot.methods.catalog import method_kind
-from tcs_fewshot.models.features import FeatureSet, load_features_file
 from tcs_fewshot.models.cache import FeatureCache
+from tcs_fewshot.models.features import FeatureSet, load_features_file
 from tcs_fewshot.models.pixels import pixel_features
 from tcs_fewshot.models.teachers import load_teacher, resolve_device
 

@@ -16,7 +16,12 @@ import numpy as np
 
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.methods import build_probe
-from tcs_fewshot.methods.catalog import PIXEL_METHODS, build_student_method, method_kind, training_settings
+from tcs_fewshot.methods.catalog import (
+    PIXEL_METHODS,
+    build_student_method,
+    method_kind,
+    training_settings,
+)
 from tcs_fewshot.models.features import FeatureSet
 
 UNRELATED_ITEMS = 512  # images of the other benchmark that fit the tcs-unrelated basis

@@ -26,9 +26,14 @@ from torch import nn
 from tcs_fewshot.data.benchmarks.base import BenchmarkData
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.methods.coordinates import CoordinateSystem
-from tcs_fewshot.methods.distributed import all_reduce_batch_norm, init_from_environment, plain_batch_norm, sum_over_processes
+from tcs_fewshot.methods.distributed import (
+    all_reduce_batch_norm,
+    init_from_environment,
+    plain_batch_norm,
+    sum_over_processes,
+)
 from tcs_fewshot.models.cache import FeatureCache
-from tcs_fewshot.models.students import Student, student_transform
+from tcs_fewshot.models.students import Student
 from tcs_fewshot.models.teacher_base import Teacher
 from tcs_fewshot.models.views import view_image
 

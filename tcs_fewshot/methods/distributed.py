@@ -37,7 +37,9 @@ class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce  # differentiable all-reduce
+        from torch.distributed.nn.functional import (
+            all_reduce,  # differentiable all-reduce
+        )
 
         channels = x.shape[1]
         dims = [0, *range(2, x.dim())]

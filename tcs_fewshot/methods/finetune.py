@@ -10,7 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tcs_fewshot.methods.student_training import StudentMethod, TaskBatch, nearest_mean_layer
+from tcs_fewshot.methods.student_training import (
+    StudentMethod,
+    TaskBatch,
+    nearest_mean_layer,
+)
 
 
 class StudentNCM(StudentMethod):

@@ -21,7 +21,12 @@ from torch import nn
 
 from tcs_fewshot.methods.coordinates import lsh_codes, random_planes
 from tcs_fewshot.methods.student_context import StudentContext
-from tcs_fewshot.methods.student_training import StudentMethod, TaskBatch, TrainingSettings, nearest_mean_layer
+from tcs_fewshot.methods.student_training import (
+    StudentMethod,
+    TaskBatch,
+    TrainingSettings,
+    nearest_mean_layer,
+)
 from tcs_fewshot.methods.tcs import ridge_projector
 from tcs_fewshot.models.views import view_image
 

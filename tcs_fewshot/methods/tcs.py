@@ -33,7 +33,12 @@ from torch import nn
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.methods.coordinates import CoordinateSystem, lsh_codes, random_planes
 from tcs_fewshot.methods.student_context import StudentContext
-from tcs_fewshot.methods.student_training import StudentMethod, TaskBatch, TrainingSettings, nearest_mean_layer
+from tcs_fewshot.methods.student_training import (
+    StudentMethod,
+    TaskBatch,
+    TrainingSettings,
+    nearest_mean_layer,
+)
 
 MIMIC_LOSSES = ("mse", "elsh")
 
