@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=600)
     parser.add_argument("--views", type=int, default=4)
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--train-layers", default="head", help="head (fast), last or all: which student layers train per task")
+    parser.add_argument("--methods", default=None, help="comma list of the student methods to run (default all)")
     parser.add_argument("--tcs-options", default="", help="comma list key=value for the tcs methods, e.g. components=16")
     parser.add_argument("--runs", default="runs/benchmarks")
     parser.add_argument("--name", default=None, help="results file stem (default tcs_accuracy_<benchmark>_<split>)")
@@ -69,7 +71,8 @@ def main() -> None:
     loaded = RunInputs((data.index, features, {}), data, teacher, cache)
     unrelated = unrelated_features(RunConfig(benchmark=args.benchmark), loaded)
     tcs_options = {key: _value(value) for key, value in (item.split("=") for item in args.tcs_options.split(",") if item)}
-    training = {"steps": args.steps}
+    training = {"steps": args.steps, "train_layers": args.train_layers}
+    chosen = set(args.methods.split(",")) if args.methods else None
     sections = []
     for shots in map(int, args.shots.split(",")):
         spec = TaskSpec(split=args.split, ways=5, shots=shots, queries=15, seed=0)
@@ -77,6 +80,9 @@ def main() -> None:
         mean = base_mean(data.index, features, spec)
         methods, inputs = {}, {}
         for prefix, checkpoint, names in (("", None, PROBES), ("ce/", args.ce, CE_METHODS), ("tcs/", args.tcs, TCS_METHODS)):
+            names = [name for name in names if chosen is None or prefix == "" or name in chosen]
+            if not names:
+                continue
             options = {name: tcs_options for name in names if name.startswith("tcs")}
             built, built_inputs, _ = build_methods(names, features, mean, data=data, teacher=teacher, cache=cache,
                                                    student=StudentOptions(checkpoint=checkpoint, views=args.views,
@@ -84,7 +90,8 @@ def main() -> None:
                                                    unrelated=lambda: unrelated) if checkpoint or prefix == "" else (None, None, None)
             methods.update({prefix + name: method for name, method in built.items()})
             inputs.update({prefix + name: value for name, value in built_inputs.items()})
-        run_dir = Path(args.runs) / f"{args.benchmark}-{args.split}-5way{shots}shot-n{args.tasks}"
+        layers = "" if args.train_layers == "head" else f"-{args.train_layers}"
+        run_dir = Path(args.runs) / f"{args.benchmark}-{args.split}-5way{shots}shot-n{args.tasks}{layers}"
         config = {"ce": args.ce, "tcs": args.tcs, "views": args.views, "training": training, "tcs_options": tcs_options}
         records = evaluate(tasks, methods, inputs, run_dir=run_dir, config=config, measure_memory=False, progress=True)
         sections.append(_section(shots, records, args))
