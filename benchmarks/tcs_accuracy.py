@@ -131,9 +131,12 @@ def _section(shots: int, records, args) -> str:
              to_markdown(readable_paired(differences)[["method", "difference (points)", "n pairs", "wins/losses"]]), ""]
     for probe in ("ncm", "logreg"):
         gap = accuracy[probe] - baseline
-        closed = (accuracy["tcs/tcs"] - baseline) / gap if gap > 0 else float("nan")
-        lines.append(f"- Gap closed by tcs/tcs against the teacher's {probe}: {closed:.2f} "
-                     f"(best non-distilled student {baseline:.2f}, tcs/tcs {accuracy['tcs/tcs']:.2f}, teacher {accuracy[probe]:.2f}).")
+        numbers = f"best non-distilled student {baseline:.2f}, tcs/tcs {accuracy['tcs/tcs']:.2f}, teacher {accuracy[probe]:.2f}"
+        if gap <= 0:
+            lines.append(f"- No gap to close against the teacher's {probe}: the students already match or beat it ({numbers}).")
+        else:
+            closed = (accuracy["tcs/tcs"] - baseline) / gap
+            lines.append(f"- Gap closed by tcs/tcs against the teacher's {probe}: {closed:.2f} ({numbers}).")
     return "\n".join(lines)
 
 
