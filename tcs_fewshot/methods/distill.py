@@ -33,7 +33,7 @@ from tcs_fewshot.methods.distributed import (
     sum_over_processes,
 )
 from tcs_fewshot.models.cache import FeatureCache
-from tcs_fewshot.models.students import Student
+from tcs_fewshot.models.students import Student, student_resize
 from tcs_fewshot.models.teacher_base import Teacher
 from tcs_fewshot.models.views import view_image
 
@@ -123,11 +123,12 @@ def view_tensors(data: BenchmarkData, student: Student, item_ids: np.ndarray, vi
     """``(n, len(views), 3, S, S)`` uint8 images at the student's size (normalised per batch later)."""
     from torchvision.transforms.functional import pil_to_tensor
 
+    resize = student_resize(student)  # the resampling per-task methods use, so train and test pixels match
     out = torch.empty(len(item_ids), len(views), 3, student.image_size, student.image_size, dtype=torch.uint8)
     for i, item_id in enumerate(map(str, item_ids)):
         image = data.load_image(item_id)
         for j, view in enumerate(views):
-            out[i, j] = pil_to_tensor(view_image(image, item_id, view).resize((student.image_size,) * 2))
+            out[i, j] = pil_to_tensor(resize(view_image(image, item_id, view)))
     return out
 
 

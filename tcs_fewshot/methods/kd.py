@@ -122,7 +122,7 @@ class LSHL2(FitNets):
         self.hash_bits, self.lsh_weight = hash_bits, lsh_weight
 
     def build_head(self, batch: TaskBatch, features: torch.Tensor) -> nn.Module:
-        self.planes = random_planes(self.hash_bits, batch.teacher.shape[1])
+        self.planes = random_planes(self.hash_bits, batch.teacher.shape[1], self.task_generator)
         self.offsets, self.codes = lsh_codes(batch.teacher, self.planes)
         return super().build_head(batch, features)
 

@@ -133,8 +133,10 @@ class StudentMethod:
         support_ids = np.asarray(support_ids)
         if support_ids.dtype.kind not in "US":
             raise TcsFewshotError(f"{type(self).__name__} takes item ids (its inputs are images); got a {support_ids.dtype} array")
-        generator = torch.Generator().manual_seed(task_seed(support_ids))
-        torch.manual_seed(task_seed(support_ids))  # heads that draw random weights (LSH, random bases)
+        generator = torch.Generator().manual_seed(task_seed(support_ids))  # batch order
+        # Heads that draw random weights (LSH planes, random bases) draw from their own stream,
+        # so a task trains the same way whatever the caller's global torch RNG holds.
+        self.task_generator = torch.Generator().manual_seed(task_seed(support_ids))
         batch = self.task_batch(support_ids, support_labels)
         self.trainable = self.context.trainable_copy(self.training.train_layers)
         with torch.no_grad():

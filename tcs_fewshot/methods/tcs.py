@@ -145,7 +145,7 @@ class TCS(StudentMethod):
                          torch.cat([batch.teacher, teacher]), batch.n_way)
 
     def build_head(self, batch: TaskBatch, features: torch.Tensor) -> CoordinateHead:
-        generator = torch.Generator().manual_seed(int(torch.initial_seed()) & (2**63 - 1))
+        generator = self.task_generator
         fitting = self.pca_features if self.pca_features is not None else batch.teacher
         self.system = CoordinateSystem.fit(fitting, self.components, self.explained_variance, self.scale, self.basis, generator)
         self.targets = self.system.coordinates(batch.teacher)

@@ -166,12 +166,19 @@ def save_student(student: Student, path: str | os.PathLike) -> None:
     os.replace(temporary, path)
 
 
+def student_resize(student: Student) -> Callable[[Any], Any]:
+    """RGB PIL image -> the square ``image_size`` px PIL image every student path trains and predicts on."""
+    from torchvision import transforms
+
+    return transforms.Resize((student.image_size, student.image_size))  # square, so batches stack
+
+
 def student_transform(student: Student) -> Callable[[Any], torch.Tensor]:
     """RGB PIL image -> ``(3, image_size, image_size)`` float tensor, normalised like the student's training."""
     from torchvision import transforms
 
     return transforms.Compose([
-        transforms.Resize((student.image_size, student.image_size)),  # square, so batches stack
+        student_resize(student),
         transforms.ToTensor(),
         transforms.Normalize(student.mean, student.std),
     ])
