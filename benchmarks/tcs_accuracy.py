@@ -24,21 +24,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from timing import cpu_model  # noqa: E402
 
-from tcs_fewshot.data.benchmarks import open_benchmark  # noqa: E402
 from tcs_fewshot.data.tasks import TaskSpec, sample_tasks  # noqa: E402
 from tcs_fewshot.evaluation.evaluator import evaluate  # noqa: E402
 from tcs_fewshot.evaluation.experiment import (  # noqa: E402
     RunConfig,
-    RunInputs,
     base_mean,
+    load_run_inputs,
     unrelated_features,
 )
 from tcs_fewshot.evaluation.method_setup import StudentOptions, build_methods  # noqa: E402
 from tcs_fewshot.evaluation.report import readable_paired, readable_summary, to_markdown  # noqa: E402
 from tcs_fewshot.evaluation.stats import paired, summary  # noqa: E402
-from tcs_fewshot.models.cache import FeatureCache  # noqa: E402
 from tcs_fewshot.models.students import build_student, count_parameters, flops_per_image  # noqa: E402
-from tcs_fewshot.models.teachers import load_teacher  # noqa: E402
 
 PROBES = ["pixel-ncm", "ncm", "simpleshot", "logreg"]
 CE_METHODS = ["student-ncm", "finetune", "tcs"]
@@ -63,12 +60,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    adapter, root = open_benchmark(args.benchmark, None, None)
-    data = adapter.load(root, None)
-    teacher = load_teacher("torchvision:mobilenet_v2")
-    cache = FeatureCache()
-    features = cache.feature_set(teacher, data)
-    loaded = RunInputs((data.index, features, {}), data, teacher, cache)
+    loaded = load_run_inputs(RunConfig(benchmark=args.benchmark))  # the default teacher, as `run` loads it
+    data, teacher, cache, features = loaded.data, loaded.teacher, loaded.cache, loaded.probe_inputs[1]
     unrelated = unrelated_features(RunConfig(benchmark=args.benchmark), loaded)
     tcs_options = {key: _value(value) for key, value in (item.split("=") for item in args.tcs_options.split(",") if item)}
     training = {"steps": args.steps, "train_layers": args.train_layers}
@@ -124,7 +117,7 @@ def _section(shots: int, records, args) -> str:
     table = summary(records)
     accuracy = table.set_index("method")["accuracy"]
     differences = paired(records, reference="tcs/tcs")
-    baseline = max(accuracy[name] for name in ("ce/student-ncm", "ce/finetune") if name in accuracy)
+    baseline = max((accuracy[name] for name in ("ce/student-ncm", "ce/finetune") if name in accuracy), default=float("nan"))
     columns = ["method", "accuracy (%)", "n", "failures", "fit (ms)", "predict (ms)"]
     lines = [f"## 5-way {shots}-shot, {args.tasks} tasks", "", to_markdown(readable_summary(table)[columns]), "",
              "Paired differences (method minus tcs/tcs, points):", "",

@@ -32,18 +32,13 @@ def measure(args: argparse.Namespace) -> dict:
     """Run ``args.method`` on the tasks in this process; time per task and peak RSS."""
     import torch
 
-    from tcs_fewshot.data.benchmarks import open_benchmark
     from tcs_fewshot.data.tasks import TaskSpec, sample_tasks
+    from tcs_fewshot.evaluation.experiment import RunConfig, load_run_inputs
     from tcs_fewshot.evaluation.method_setup import StudentOptions, build_methods
-    from tcs_fewshot.models.cache import FeatureCache
-    from tcs_fewshot.models.teachers import load_teacher
 
     torch.set_num_threads(args.threads)
-    adapter, root = open_benchmark(args.benchmark, None, None)
-    data = adapter.load(root, None)
-    teacher = load_teacher("torchvision:mobilenet_v2")
-    cache = FeatureCache()
-    features = cache.feature_set(teacher, data)
+    loaded = load_run_inputs(RunConfig(benchmark=args.benchmark))  # the default teacher, as `run` loads it
+    data, teacher, cache, features = loaded.data, loaded.teacher, loaded.cache, loaded.probe_inputs[1]
     tasks = sample_tasks(data.index, TaskSpec(split="test", ways=5, shots=args.shots, queries=15, seed=0), args.tasks)
     training = {"steps": args.steps, "batch_size": args.batch_size, "train_layers": args.train_layers, "threads": args.threads}
     methods, _, _ = build_methods([args.method], features, None, data=data, teacher=teacher, cache=cache,

@@ -22,17 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from timing import cpu_model  # noqa: E402
 
-from tcs_fewshot.data.benchmarks import open_benchmark  # noqa: E402
 from tcs_fewshot.data.tasks import TaskSpec, sample_tasks  # noqa: E402
 from tcs_fewshot.evaluation.evaluator import evaluate  # noqa: E402
+from tcs_fewshot.evaluation.experiment import RunConfig, load_run_inputs  # noqa: E402
 from tcs_fewshot.evaluation.method_setup import StudentOptions, student_context  # noqa: E402
 from tcs_fewshot.evaluation.report import readable_paired, readable_summary, to_markdown  # noqa: E402
 from tcs_fewshot.evaluation.stats import paired, summary  # noqa: E402
 from tcs_fewshot.methods.catalog import training_settings  # noqa: E402
 from tcs_fewshot.methods.finetune import FineTune, StudentNCM  # noqa: E402
 from tcs_fewshot.methods.tcs import TCS  # noqa: E402
-from tcs_fewshot.models.cache import FeatureCache  # noqa: E402
-from tcs_fewshot.models.teachers import load_teacher  # noqa: E402
 
 # Every entry names its scale: `tcs` is the starting point (whiten) the others are paired with.
 GRID = {
@@ -57,11 +55,9 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/benchmarks")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    adapter, root = open_benchmark(args.benchmark, None, None)
-    data = adapter.load(root, None)
-    teacher = load_teacher("torchvision:mobilenet_v2")
-    cache = FeatureCache()
-    context = student_context(data, teacher, cache, StudentOptions(checkpoint=args.checkpoint, views=args.views), seed=0)
+    loaded = load_run_inputs(RunConfig(benchmark=args.benchmark))  # the default teacher, as `run` loads it
+    data = loaded.data
+    context = student_context(data, loaded.teacher, loaded.cache, StudentOptions(checkpoint=args.checkpoint, views=args.views), seed=0)
     training = training_settings({"steps": args.steps})
     sections = []
     for shots in map(int, args.shots.split(",")):
