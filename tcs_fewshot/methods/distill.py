@@ -1,18 +1,19 @@
-"""TCS on a whole split (``tcs-fewshot distill``): the paper's main setting, and the students' starting point.
+"""Distillation on a whole split (``tcs-fewshot distill``): the paper's main setting, and the students' starting point.
 
-    result = distill(data, teacher, FeatureCache(), build_student("conv4-32", image_size=72))
-    save_student(result.student, "students/emoji-conv4-32-tcs.pt")
+    result = distill(data, teacher, FeatureCache(), build_student("torchvision:mobilenet_v2", image_size=64))
+    save_student(result.student, "students/emoji-tcs.pt")
 
-The teacher's cached features of every image view of the base split (one pass each, ever) fit a
-:class:`CoordinateSystem` with ``components`` coordinates; the student is trained from its
-initialisation to map its features linearly into those coordinates (mimicking, MSE) while a
-linear classifier on the coordinates learns the base classes (cross-entropy).
-``objective="ce"`` trains the same student with cross-entropy alone: the non-distilled
-baseline checkpoint, trained on the same images, views and schedule.
+Every objective (:mod:`distill_objectives`: ``tcs``, ``ce``, ``kd``, ``fitnets``) trains on one
+loop: the same images and fixed augmented views, epochs, optimiser, seed and ``train_layers``,
+so their students differ only in what they learn from. The teacher's features come from the
+cache (one pass per image, or per image view with ``target_views="matched"``), except for
+``kd`` with ``online=True``, which runs the teacher on every batch as KD usually does. The
+loss history keeps each named term per epoch, beside the validation split's student-NCM score.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,20 +25,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from tcs_fewshot.data.benchmarks.base import BenchmarkData
+from tcs_fewshot.data.tasks import TaskSpec, sample_tasks
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.methods.coordinates import CoordinateSystem
+from tcs_fewshot.methods.distill_objectives import (
+    OBJECTIVES,
+    ClassifierObjective,
+    FitNetsObjective,
+    KDObjective,
+    TCSObjective,
+)
 from tcs_fewshot.methods.distributed import (
     all_reduce_batch_norm,
     init_from_environment,
     plain_batch_norm,
     sum_over_processes,
 )
+from tcs_fewshot.methods.kd import teacher_probe_logits
+from tcs_fewshot.methods.probes import NearestClassMean
+from tcs_fewshot.methods.student_context import split_student
 from tcs_fewshot.models.cache import FeatureCache
 from tcs_fewshot.models.students import Student, student_resize
 from tcs_fewshot.models.teacher_base import Teacher
 from tcs_fewshot.models.views import view_image
-
-OBJECTIVES = ("tcs", "ce")
 
 
 @dataclass(frozen=True)
@@ -45,35 +55,89 @@ class DistillSettings:
     """How a student is distilled on a split (all recorded in the checkpoint).
 
     Attributes:
-        objective: ``tcs`` (coordinates mimicked + cross-entropy) or ``ce`` (cross-entropy only).
+        objective: ``tcs``, ``ce``, ``kd`` or ``fitnets`` (see :mod:`distill_objectives`).
+        online: ``kd`` only: run the teacher on every batch, as KD is usually implemented (the
+            cost reference), instead of its cached features.
         split: The split whose images and labels train the student (never an evaluated one).
-        views: Augmented views per image (view ids ``1..views``, plus the image itself).
+        views: Augmented views per image the student trains on (view ids ``1..views``, plus
+            the image itself); fixed per (image, view), so every objective sees the same pixels.
+        target_views: ``plain``: every view's target is the teacher on the image itself (one
+            teacher pass per image); ``matched``: the teacher on the same view (one per view).
         epochs: Passes over all image views.
         batch_size: Image views per step.
-        learning_rate: Adam's, decayed to zero by a cosine schedule.
+        backbone_lr, head_lr: Adam's learning rates of the student and of the objective's head,
+            decayed to zero by a cosine schedule.
         weight_decay: Adam's L2 penalty.
-        components: Coordinates of the split's coordinate system; ``scale`` as in :mod:`coordinates`.
-        mimic_weight, ce_weight: Weights of the mimicking and classification losses.
+        train_layers: Which student layers train (``all``, ``last-N``, ``head``; see
+            :func:`split_student`); the rest is frozen, batch norm included.
+        components, scale, basis: ``tcs``'s coordinate system (see :mod:`coordinates`).
+        mimic_weight, ce_weight: Weights of the mimicking (or KD) term and of cross-entropy;
+            ``ce`` always uses cross-entropy with weight 1.
+        temperature, teacher_scale: ``kd``'s temperature and its probe's logit scale.
+        selection: ``tcs``: prune the coordinates least relevant to the base classes after each
+            epoch from ``prune_start`` on (by ``prune_fraction``, keeping ``min_components``);
+            needs ``ce_weight > 0``, whose gradient measures relevance.
+        val_split, val_tasks, val_shots, val_queries: Split scored before training and after
+            every epoch (student NCM on 5-way tasks, fewer ways if the split has fewer classes,
+            on the plain images; ``None``/0 tasks: off). The test split never chooses anything.
+        keep: ``last`` epoch's weights, or ``best-val`` (the epoch with the best validation score).
         seed: Seeds the shuffling (the student's own initialisation is seeded by its builder).
+        device: ``cpu`` or ``cuda``; ``amp`` uses autocast (CUDA only).
     """
 
     objective: str = "tcs"
+    online: bool = False
     split: str = "train"
-    views: int = 8
-    epochs: int = 10
+    views: int = 4
+    target_views: str = "plain"
+    epochs: int = 12
     batch_size: int = 64
-    learning_rate: float = 2e-3
-    weight_decay: float = 5e-4
+    backbone_lr: float = 1e-4
+    head_lr: float = 1e-3
+    weight_decay: float = 0.0
+    train_layers: str = "all"
     components: int = 64
-    scale: str = "whiten"
+    scale: str = "spectrum"
+    basis: str = "pca"
     mimic_weight: float = 1.0
-    ce_weight: float = 1.0
+    ce_weight: float = 0.0
+    temperature: float = 4.0
+    teacher_scale: float = 10.0
+    selection: bool = False
+    prune_start: int = 2
+    prune_fraction: float = 0.2
+    min_components: int = 8
+    val_split: str | None = "val"
+    val_tasks: int = 100
+    val_shots: int = 5
+    val_queries: int = 15
+    keep: str = "last"
     seed: int = 0
+    device: str = "cpu"
+    amp: bool = False
+
+    def __post_init__(self) -> None:
+        choices = {"objective": OBJECTIVES, "target_views": TARGET_VIEWS, "keep": KEEP}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise TcsFewshotError(f"unknown {name} '{getattr(self, name)}'; choose one of {', '.join(allowed)}")
+        if self.online and self.objective != "kd":
+            raise TcsFewshotError("online applies to the kd objective only (the teacher run on every batch)")
+        if self.selection and not (self.objective == "tcs" and self.ce_weight > 0):
+            raise TcsFewshotError("selection needs objective 'tcs' with ce_weight > 0 (cross-entropy measures relevance)")
+        if self.epochs < 1 or self.batch_size < 1 or self.views < 0:
+            raise TcsFewshotError(f"epochs and batch_size must be >= 1 and views >= 0; got {self.epochs}, {self.batch_size}, {self.views}")
+        if self.amp and self.device != "cuda":
+            raise TcsFewshotError("amp (autocast) is offered on CUDA only; drop --amp or use --device cuda")
+
+
+TARGET_VIEWS = ("plain", "matched")
+KEEP = ("last", "best-val")
 
 
 @dataclass
 class DistillResult:
-    """The trained student, and the mean losses per epoch (``history[e]`` a dict of floats)."""
+    """The trained student; per epoch the mean loss terms and validation score (``history[e]``)."""
 
     student: Student
     history: list[dict[str, float]] = field(default_factory=list)
@@ -81,31 +145,20 @@ class DistillResult:
 
 
 class DistillNetwork(nn.Module):
-    """Student and head as one module (what DistributedDataParallel wraps): images -> (coordinates, logits)."""
+    """Student, standardisation and objective as one module (what DistributedDataParallel wraps).
 
-    def __init__(self, student: nn.Module, head: DistillHead) -> None:
+    ``forward(images (B, 3, S, S), rows (B,))`` -> named loss terms, each summed over the batch.
+    """
+
+    def __init__(self, student: nn.Module, feature_dim: int, objective: nn.Module) -> None:
         super().__init__()
-        self.student, self.head = student, head
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(self.student(images))
-
-
-class DistillHead(nn.Module):
-    """Student features ``(B, d)`` -> standardised -> coordinates ``(B, k)`` (or the features themselves) -> base logits."""
-
-    def __init__(self, feature_dim: int, components: int | None, n_classes: int) -> None:
-        super().__init__()
-        # Standardised features: pooled ReLU features vary little around a large mean, and a
-        # linear map from them to unit-variance coordinates needs weights Adam reaches too
-        # slowly (with L2-normalised features the mimicking loss never left 1.0 in 4 epochs).
+        self.student, self.objective = student, objective
+        # Standardised features: pooled features vary little around a large mean, and a linear
+        # map from them to unit-variance targets needs weights Adam reaches too slowly.
         self.standardise = nn.BatchNorm1d(feature_dim, affine=False)
-        self.projector = nn.Linear(feature_dim, components) if components else nn.Identity()
-        self.classifier = nn.Linear(components or feature_dim, n_classes)
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        coordinates = self.projector(self.standardise(features))
-        return coordinates, self.classifier(coordinates)
+    def forward(self, images: torch.Tensor, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.objective(self.standardise(self.student(images)), rows)
 
 
 def split_items(data: BenchmarkData, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -135,72 +188,192 @@ def view_tensors(data: BenchmarkData, student: Student, item_ids: np.ndarray, vi
 def distill(data: BenchmarkData, teacher: Teacher, cache: FeatureCache, student: Student,
             settings: DistillSettings | None = None, progress: Callable[[int, int, dict], None] | None = None,
             evaluated_split: str | None = "test") -> DistillResult:
-    """Train ``student`` in place on ``settings.split`` and return it with its loss history.
+    """Train ``student`` in place on ``settings.split`` and return it with its history.
 
     Args:
-        progress: Called as ``progress(epoch, epochs, losses)`` after every epoch.
-        evaluated_split: A split that must not be trained on (refused if it equals ``settings.split``).
+        progress: Called as ``progress(epoch, epochs, record)`` after every epoch.
+        evaluated_split: A split that must not be trained on or validated on.
     """
     settings = settings or DistillSettings()
-    if settings.objective not in OBJECTIVES:
-        raise TcsFewshotError(f"unknown objective '{settings.objective}'; choose one of {', '.join(OBJECTIVES)}")
-    if settings.split == evaluated_split:
-        raise TcsFewshotError(f"distilling on the '{settings.split}' split would train on the classes that are evaluated; use a base split")
+    for role, split in (("distilling on", settings.split), ("validating on", settings.val_split)):
+        if split is not None and split == evaluated_split:
+            raise TcsFewshotError(f"{role} the '{split}' split would use the classes that are evaluated; use a base or validation split")
+    device = torch.device(settings.device)
     item_ids, labels = split_items(data, settings.split)
     views = list(range(settings.views + 1))
-    teacher_features = torch.from_numpy(cache.features(teacher, data, item_ids, views=views))  # (n, V, D)
+    teacher_views = views if settings.target_views == "matched" else [0]
+    teacher_features = None  # online KD embeds every batch itself; ce never looks at the teacher
+    if settings.objective in ("tcs", "fitnets") or (settings.objective == "kd" and not settings.online):
+        teacher_features = torch.from_numpy(cache.features(teacher, data, item_ids, views=teacher_views))  # (n, Vt, D)
+        if settings.target_views == "plain":
+            teacher_features = teacher_features.expand(-1, len(views), -1)
+    labels_tensor = torch.from_numpy(labels).repeat_interleave(len(views))  # one row per (item, view)
+    objective = build_objective(settings, student.feature_dim, labels_tensor, teacher_features, torch.from_numpy(labels))
     images = view_tensors(data, student, item_ids, views)
-    tcs = settings.objective == "tcs"
-    system = CoordinateSystem.fit(teacher_features.flatten(0, 1), settings.components, scale=settings.scale) if tcs else None
-    targets = system.coordinates(teacher_features.flatten(0, 1)).reshape(len(item_ids), len(views), -1) if tcs else None
-    head = DistillHead(student.feature_dim, system.components if tcs else None, int(labels.max()) + 1)
-    mean = torch.tensor(student.mean).view(1, 3, 1, 1)
-    std = torch.tensor(student.std).view(1, 3, 1, 1)
+    validation = _validation(data, student, settings)
     rank, world_size = init_from_environment()
     if settings.batch_size % world_size:
         raise TcsFewshotError(f"--batch-size {settings.batch_size} must be a multiple of the {world_size} processes")
-    network = DistillNetwork(student.model, head).train()
+    frozen, _ = split_student(student.model, settings.train_layers)
+    frozen.requires_grad_(False)
+    network = DistillNetwork(student.model, student.feature_dim, objective).to(device)
+    wrapped = network
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        network = DistributedDataParallel(all_reduce_batch_norm(network))
-    optimiser = torch.optim.Adam(network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+        wrapped = DistributedDataParallel(all_reduce_batch_norm(network), broadcast_buffers=False)  # BN stats are all-reduced
+    groups = [{"params": [p for p in student.model.parameters() if p.requires_grad], "lr": settings.backbone_lr},
+              {"params": list(objective.parameters()), "lr": settings.head_lr}]
+    optimiser = torch.optim.Adam([g for g in groups if g["params"]], weight_decay=settings.weight_decay)
     pairs = len(item_ids) * len(views)
     steps_per_epoch = -(-pairs // settings.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, settings.epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(settings.seed)  # the same order in every process
-    labels_tensor = torch.from_numpy(labels)
-    result = DistillResult(student, teacher_forward_passes=pairs)
+    mean = torch.tensor(student.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(student.std, device=device).view(1, 3, 1, 1)
+    online = OnlineTeacher(data, teacher, item_ids, views, torch.from_numpy(labels), settings) if settings.online else None
+    passes = 0 if teacher_features is None else len(item_ids) * len(teacher_views)
+    if online is not None:
+        passes = len(item_ids)  # the probe's plain images, then every batch below
+    result = DistillResult(student)
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    if validation is not None:  # epoch 0: the student as it came, the score distillation must beat
+        result.history.append({"epoch": 0, "val_accuracy": validation(student.model)})
+        best = (result.history[0]["val_accuracy"], copy.deepcopy(student.model.state_dict())) if settings.keep == "best-val" else None
     for epoch in range(settings.epochs):
-        totals = torch.zeros(2, dtype=torch.float64)  # summed CE and mimicking losses of this process's rows
+        wrapped.train()
+        frozen.eval()  # frozen layers keep their batch-norm statistics
+        totals: dict[str, torch.Tensor] = {}
         order = torch.randperm(pairs, generator=generator)
         for start in range(0, pairs, settings.batch_size):
             rows = order[start:start + settings.batch_size]
             mine = rows[rank::world_size]  # this process's share of the global batch
-            item, view = mine // len(views), mine % len(views)
-            coordinates, logits = network((images[item, view].float() / 255 - mean) / std)
+            if online is not None:
+                objective.online_logits = online.logits(mine).to(device)
+                passes += len(mine) * world_size
+            batch = (images[mine // len(views), mine % len(views)].to(device).float() / 255 - mean) / std
+            with torch.autocast("cuda", enabled=settings.amp):
+                terms = wrapped(batch, mine.to(device))
             # Sums over this share, divided by the global batch: DDP's gradient average then
             # equals the single-process gradient of the global mean.
-            ce = F.cross_entropy(logits, labels_tensor[item], reduction="sum")
-            mimic = F.mse_loss(coordinates, targets[item, view], reduction="sum") / coordinates.shape[1] if tcs else torch.zeros(())
-            loss = (settings.ce_weight * ce + settings.mimic_weight * mimic) * world_size / len(rows)
+            loss = sum(terms.values()) * world_size / len(rows)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            if settings.selection:
+                objective.accumulate_relevance()
             optimiser.step()
             schedule.step()
-            totals += torch.tensor([float(ce.detach()), float(mimic.detach())], dtype=torch.float64)
-        totals = sum_over_processes(totals, world_size) / pairs
-        result.history.append({"ce": float(totals[0]), "mimic": float(totals[1])})
+            for name, value in terms.items():
+                totals[name] = totals.get(name, torch.zeros((), dtype=torch.float64)) + float(value.detach())
+        names = sorted(totals)
+        summed = sum_over_processes(torch.stack([totals[n] for n in names]), world_size) / pairs
+        record = {name: float(value) for name, value in zip(names, summed)}
+        if settings.selection and epoch + 1 >= settings.prune_start:
+            record["selected"] = objective.prune(settings.prune_fraction, settings.min_components)
+        if validation is not None:
+            record["val_accuracy"] = validation(student.model)
+            if settings.keep == "best-val" and (best is None or record["val_accuracy"] > best[0]):
+                best = (record["val_accuracy"], copy.deepcopy(student.model.state_dict()))
+        record["epoch"] = epoch + 1
+        result.history.append(record)
         if progress is not None and rank == 0:
-            progress(epoch + 1, settings.epochs, result.history[-1])
+            progress(epoch + 1, settings.epochs, record)
     if world_size > 1:
-        plain_batch_norm(network.module)
-    student.model.eval()
+        plain_batch_norm(network)
+    if best is not None:
+        student.model.load_state_dict(best[1])
+    student.model.cpu().eval().requires_grad_(True)
+    result.teacher_forward_passes = passes
     student.config = {**student.config, "distilled": {**asdict(settings), "teacher": teacher.name,
                                                        "teacher_identity": teacher.identity,
                                                        "dataset_fingerprint": data.index.fingerprint,
+                                                       "kd_probe": "cosine nearest class mean of the teacher's plain-image features" if settings.objective == "kd" else None,
+                                                       "teacher_forward_passes": passes,
                                                        "history": result.history}}
     return result
+
+
+def build_objective(settings: DistillSettings, feature_dim: int, labels: torch.Tensor, teacher: torch.Tensor | None,
+                    image_labels: torch.Tensor) -> nn.Module:
+    """The head of ``settings.objective``; ``teacher`` ``(n, V, D)`` per image view, ``labels`` ``(n * V,)``."""
+    if teacher is None:
+        return (KDObjective(feature_dim, labels, None, settings.temperature, settings.mimic_weight, settings.ce_weight)
+                if settings.objective == "kd" else ClassifierObjective(feature_dim, labels, 1.0))
+    flat = teacher.reshape(-1, teacher.shape[-1])
+    if settings.objective == "tcs":
+        # One coordinate system fitted on the distinct teacher features (plain targets repeat per view).
+        distinct = teacher[:, 0] if settings.target_views == "plain" else flat
+        system = CoordinateSystem.fit(distinct, settings.components, scale=settings.scale, basis=settings.basis,
+                                      generator=torch.Generator().manual_seed(settings.seed))
+        return TCSObjective(feature_dim, labels, system, flat, settings.mimic_weight, settings.ce_weight)
+    if settings.objective == "kd":
+        logits = None
+        if not settings.online:
+            logits = teacher_probe_logits(flat, teacher[:, 0], image_labels, int(image_labels.max()) + 1, settings.teacher_scale)
+        return KDObjective(feature_dim, labels, logits, settings.temperature, settings.mimic_weight, settings.ce_weight)
+    if settings.objective == "fitnets":
+        return FitNetsObjective(feature_dim, labels, flat, settings.mimic_weight, settings.ce_weight)
+    return ClassifierObjective(feature_dim, labels, 1.0)
+
+
+class OnlineTeacher:
+    """Teacher base-class logits of training rows from a fresh teacher pass over their views (``kd --online``)."""
+
+    def __init__(self, data: BenchmarkData, teacher: Teacher, item_ids: np.ndarray, views: list[int],
+                 labels: torch.Tensor, settings: DistillSettings) -> None:
+        self.data, self.teacher, self.item_ids, self.views, self.settings = data, teacher, item_ids, views, settings
+        self.labels = labels
+        self.plain: torch.Tensor | None = None
+
+    def features(self, pairs: list[tuple[str, int]]) -> torch.Tensor:
+        parameter = next(self.teacher.model.parameters())
+        images = torch.stack([self.teacher.transform(view_image(self.data.load_image(i), i, v)) for i, v in pairs])
+        with torch.inference_mode():
+            return self.teacher.model(images.to(parameter.device, parameter.dtype)).float().cpu()
+
+    def logits(self, rows: torch.Tensor) -> torch.Tensor:
+        if self.plain is None:  # the probe's class means come from the plain images, embedded once
+            self.plain = torch.cat([self.features([(str(i), 0) for i in self.item_ids[s:s + 64]])
+                                    for s in range(0, len(self.item_ids), 64)])
+        pairs = [(str(self.item_ids[r // len(self.views)]), self.views[r % len(self.views)]) for r in rows.tolist()]
+        n_classes = int(self.labels.max()) + 1
+        return teacher_probe_logits(self.features(pairs), self.plain, self.labels, n_classes, self.settings.teacher_scale)
+
+
+def _validation(data: BenchmarkData, student: Student, settings: DistillSettings) -> Callable[[nn.Module], float] | None:
+    """``score(model) -> mean accuracy (%)`` of student NCM on ``val_tasks`` 5-way 5-shot tasks of ``val_split``."""
+    if not settings.val_split or not settings.val_tasks or settings.val_split not in data.index.class_splits:
+        return None
+    ways = min(5, len(data.index.class_splits[settings.val_split]))
+    spec = TaskSpec(split=settings.val_split, ways=max(ways, 2), shots=settings.val_shots, queries=settings.val_queries, seed=settings.seed)
+    try:
+        tasks = sample_tasks(data.index, spec, settings.val_tasks)
+    except TcsFewshotError as error:
+        raise TcsFewshotError(f"cannot score the '{settings.val_split}' split during distillation ({error}); "
+                              "set val_tasks = 0 to turn validation off") from None
+    ids = sorted({str(i) for task in tasks for i in (*task.support_ids, *task.query_ids)})
+    images = view_tensors(data, student, np.array(ids), [0])[:, 0]
+    position = {item: row for row, item in enumerate(ids)}
+    mean, std = torch.tensor(student.mean).view(1, 3, 1, 1), torch.tensor(student.std).view(1, 3, 1, 1)
+
+    def score(model: nn.Module) -> float:
+        parameter = next(model.parameters())
+        was_training = model.training
+        model.eval()
+        with torch.inference_mode():
+            features = torch.cat([model(((images[s:s + 128].float() / 255 - mean) / std).to(parameter.device)).float().cpu()
+                                  for s in range(0, len(images), 128)])
+        model.train(was_training)
+        features = F.normalize(features, dim=1).numpy()
+        accuracies = []
+        for task in tasks:
+            support = features[[position[str(i)] for i in task.support_ids]]
+            query = features[[position[str(i)] for i in task.query_ids]]
+            predicted = NearestClassMean().fit(support, task.support_labels).predict(query).argmax(1)
+            accuracies.append(float((predicted == task.query_labels).mean()))
+        return 100 * float(np.mean(accuracies))
+
+    return score
 
 
 def distill_benchmark(benchmark: str, out: str | os.PathLike, student_spec: str = "conv4-32", *, root: str | None = None,

@@ -1,0 +1,80 @@
+"""Students distilled on a benchmark's base split, made on first use and cached like teacher features.
+
+A run's method ``<method>@<objective>`` (``student-ncm@tcs``, ``tcs@kd``, ...) evaluates
+``<method>`` on the run's student after :func:`distill` with ``<objective>`` on the base split.
+The distilled student is a pure function of (benchmark data, teacher, initial student, distill
+settings, seed), so it is stored under ``$TCS_FEWSHOT_DATA/students/<key>.pt`` and every later
+run with the same inputs loads it instead of training again::
+
+    student = distilled_student(data, teacher, cache, initial, DistillSettings(objective="tcs"))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from tcs_fewshot.data.benchmarks.base import BenchmarkData, data_home
+from tcs_fewshot.errors import TcsFewshotError
+from tcs_fewshot.methods.distill import DistillSettings, distill
+from tcs_fewshot.methods.distill_objectives import OBJECTIVES
+from tcs_fewshot.models.cache import FeatureCache
+from tcs_fewshot.models.students import Student, build_student, save_student
+from tcs_fewshot.models.teacher_base import Teacher
+
+FORMAT = 1  # bump when the distillation loop changes what a key's student would be
+
+
+def split_method_name(name: str) -> tuple[str, str | None]:
+    """``"student-ncm@tcs"`` -> ``("student-ncm", "tcs")``; a plain name -> ``(name, None)``."""
+    method, at, objective = name.partition("@")
+    if not at:
+        return name, None
+    if objective not in OBJECTIVES:
+        raise TcsFewshotError(f"unknown distillation objective '{objective}' in method '{name}'; "
+                              f"use <method>@<objective> with one of {', '.join(OBJECTIVES)}")
+    return method, objective
+
+
+def distilled_key(data: BenchmarkData, teacher: Teacher, initial: Student, settings: DistillSettings) -> str:
+    """sha256 hex over everything that decides the distilled student's weights."""
+    student = {key: initial.config.get(key) for key in ("spec", "init", "weights_sha256", "checkpoint_sha256", "image_size")}
+    record = {"format": FORMAT, "dataset": data.index.fingerprint, "build": getattr(data, "checksum", None),
+              "teacher": teacher.identity, "student": student, "settings": asdict(settings)}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def distilled_student(data: BenchmarkData, teacher: Teacher, cache: FeatureCache, initial: Callable[[], Student],
+                      settings: DistillSettings, progress: Callable[[int, int, dict], None] | None = None,
+                      evaluated_split: str | None = "test", root: Path | None = None) -> tuple[Student, dict[str, Any]]:
+    """The student ``initial()`` distilled with ``settings``: loaded if cached, else trained and cached.
+
+    ``initial`` builds a fresh (seeded) initial student; it is called once, also on a cache hit,
+    for the key. Returns ``(student, record)``, the record saying whether the cache served it.
+    """
+    fresh = initial()
+    key = distilled_key(data, teacher, fresh, settings)
+    path = (root or data_home() / "students") / f"{fresh.name.replace(':', '-')}-{settings.objective}-{key[:16]}.pt"
+    record = {"objective": settings.objective, "key": key, "path": str(path)}
+    if path.is_file():
+        student = build_student(fresh.name, init="checkpoint", checkpoint=path)
+        if student.config.get("distilled_key") == key:
+            return student, {**record, "cached": True}
+    distill(data, teacher, cache, fresh, settings, progress, evaluated_split)
+    fresh.config = {**fresh.config, "distilled_key": key}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_student(fresh, path)  # atomic: a killed run leaves no half-written student
+    return build_student(fresh.name, init="checkpoint", checkpoint=path), {**record, "cached": False}
+
+
+def settings_for(objective: str, options: dict[str, Any] | None = None, device: str = "cpu") -> DistillSettings:
+    """The run's distillation settings for ``objective``: ``options`` (the config's ``distill`` table) over the defaults."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(asdict(DistillSettings())))
+    if unknown:
+        raise TcsFewshotError(f"unknown distill setting '{unknown[0]}'; valid: {', '.join(sorted(asdict(DistillSettings())))}")
+    return replace(DistillSettings(**{**options, "objective": objective}), device=device)

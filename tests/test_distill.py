@@ -1,0 +1,112 @@
+"""Distillation on a base split: every objective on one loop, named loss terms, validation, the cache of distilled students."""
+
+import pytest
+import torch
+
+from tcs_fewshot.data.benchmarks.emoji import Emoji
+from tcs_fewshot.data.benchmarks.emoji_catalog import MIN_EMOJI
+from tcs_fewshot.errors import TcsFewshotError
+from tcs_fewshot.evaluation.distilled import distilled_student, settings_for, split_method_name
+from tcs_fewshot.methods.distill import DistillSettings, distill
+from tcs_fewshot.methods.distill_objectives import OBJECTIVES
+from tcs_fewshot.models.cache import FeatureCache
+from tcs_fewshot.models.students import build_student
+from tcs_fewshot.models.teachers import load_teacher
+
+SMALL = {"styles": ("openmoji",), "max_subgroups": 5, "max_emoji": 8, "min_instances": MIN_EMOJI, "progress": False}
+QUICK = {"views": 1, "epochs": 3, "batch_size": 16, "components": 8, "head_lr": 1e-2, "backbone_lr": 1e-3, "val_tasks": 0}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.set_num_threads(1)
+    data = Emoji(**SMALL).load(tmp_path_factory.mktemp("emoji") / "emoji")
+    return data, load_teacher("torchvision:mobilenet_v2"), FeatureCache(tmp_path_factory.mktemp("features"))
+
+
+def scratch(size=32):
+    torch.manual_seed(0)
+    return build_student("conv4-16", image_size=size)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_every_objective_trains_on_the_same_loop_with_named_terms(setup, objective):
+    data, teacher, cache = setup
+    student = scratch()
+    before = {k: v.clone() for k, v in student.model.state_dict().items()}
+    result = distill(data, teacher, cache, student, DistillSettings(objective=objective, **QUICK))
+    expected = {"tcs": {"ce", "mimic"}, "ce": {"ce"}, "kd": {"ce", "kd"}, "fitnets": {"ce", "mimic"}}[objective]
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert expected <= set(result.history[0])
+    main_term = "ce" if objective == "ce" else ("kd" if objective == "kd" else "mimic")
+    assert result.history[-1][main_term] < result.history[0][main_term]
+    n_train = len(data.index.classes("train")) * 8  # 8 emoji per subgroup
+    assert result.teacher_forward_passes == (0 if objective == "ce" else n_train)  # plain targets: one pass per image
+    assert any(not torch.equal(before[k], v) for k, v in student.model.state_dict().items())
+    assert student.config["distilled"]["objective"] == objective
+
+
+def test_matched_views_cost_a_teacher_pass_per_view_and_online_kd_per_batch(setup):
+    data, teacher, cache = setup
+    n_train = len(data.index.classes("train")) * 8
+    matched = distill(data, teacher, cache, scratch(), DistillSettings(objective="tcs", target_views="matched", **QUICK))
+    assert matched.teacher_forward_passes == 2 * n_train
+    online = distill(data, teacher, cache, scratch(), DistillSettings(objective="kd", online=True, **{**QUICK, "epochs": 1}))
+    assert online.teacher_forward_passes == n_train + 2 * n_train  # the probe's plain images, then every row of an epoch
+
+
+def test_validation_is_tracked_per_epoch_and_best_val_keeps_its_weights(setup):
+    data, teacher, cache = setup
+    settings = DistillSettings(objective="ce", **{**QUICK, "val_tasks": 5, "val_queries": 2, "keep": "best-val"})
+    student = scratch()
+    result = distill(data, teacher, cache, student, settings, evaluated_split="test")
+    scores = [r["val_accuracy"] for r in result.history]
+    assert result.history[0]["epoch"] == 0 and len(scores) == 4 and all(0 <= s <= 100 for s in scores)
+    from tcs_fewshot.methods.distill import _validation
+
+    assert _validation(data, student, settings)(student.model) == pytest.approx(max(scores))
+
+
+def test_selection_prunes_coordinates_by_cross_entropy_relevance(setup):
+    data, teacher, cache = setup
+    settings = DistillSettings(objective="tcs", ce_weight=1.0, selection=True, prune_start=1, prune_fraction=0.25,
+                               min_components=4, **QUICK)
+    result = distill(data, teacher, cache, scratch(), settings)
+    assert [r["selected"] for r in result.history] == [6, 5, 4]
+    with pytest.raises(TcsFewshotError, match="selection needs"):
+        DistillSettings(objective="tcs", selection=True)
+
+
+def test_evaluated_classes_never_train_or_choose(setup):
+    data, teacher, cache = setup
+    with pytest.raises(TcsFewshotError, match="distilling on the 'test' split"):
+        distill(data, teacher, cache, scratch(), DistillSettings(split="test"))
+    with pytest.raises(TcsFewshotError, match="validating on the 'test' split"):
+        distill(data, teacher, cache, scratch(), DistillSettings(val_split="test"))
+    with pytest.raises(TcsFewshotError, match="unknown objective"):
+        DistillSettings(objective="dkd")
+    with pytest.raises(TcsFewshotError, match="online applies to the kd objective"):
+        DistillSettings(objective="tcs", online=True)
+
+
+def test_a_distilled_student_is_made_once_then_served_from_its_cache(setup, tmp_path):
+    data, teacher, cache = setup
+    settings = settings_for("tcs", QUICK)
+    first, record = distilled_student(data, teacher, cache, scratch, settings, root=tmp_path)
+    assert not record["cached"] and first.config["distilled"]["objective"] == "tcs"
+    again, record_again = distilled_student(data, teacher, cache, scratch, settings, root=tmp_path)
+    assert record_again["cached"] and record_again["path"] == record["path"]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(first.model(x), again.model(x))
+    other, other_record = distilled_student(data, teacher, cache, scratch, settings_for("tcs", {**QUICK, "seed": 1}), root=tmp_path)
+    assert other_record["path"] != record["path"] and not other_record["cached"]
+
+
+def test_method_names_with_an_objective():
+    assert split_method_name("student-ncm@tcs") == ("student-ncm", "tcs")
+    assert split_method_name("kd") == ("kd", None)
+    with pytest.raises(TcsFewshotError, match="unknown distillation objective 'dkd'"):
+        split_method_name("tcs@dkd")
+    with pytest.raises(TcsFewshotError, match="unknown distill setting 'epoch'"):
+        settings_for("tcs", {"epoch": 3})
