@@ -13,6 +13,7 @@ import click
 from click.core import ParameterSource
 from rich.console import Console
 
+from tcs_fewshot.defaults import DEFAULT_METHODS, DEFAULT_STUDENT
 from tcs_fewshot.errors import TcsFewshotError
 
 console = Console()
@@ -124,15 +125,22 @@ CONFIG_KEYS = {"n_tasks": "tasks"}
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the teacher embeds images; auto is cuda when torch sees a GPU. Cached features "
                    "are reused whichever device computed them.")
-@click.option("--methods", callback=_comma_list, default="ncm,simpleshot,logreg", show_default=True,
-              help="Comma-separated method names ('tcs-fewshot methods' lists them).")
-@click.option("--student", default="conv4-32", show_default=True,
-              help="Student of the student methods (tcs, kd, fitnets, finetune, ...): conv4, conv4-<channels>, "
-                   "resnet12 or timm:<name>.")
+@click.option("--methods", callback=_comma_list, default=",".join(DEFAULT_METHODS), show_default=True,
+              help="Comma-separated method names ('tcs-fewshot methods' lists them); <method>@<objective> runs a "
+                   "student method on the student distilled on the base split (student-ncm@tcs, made once and cached).")
+@click.option("--student", default=DEFAULT_STUDENT, show_default=True,
+              help="Student of the student methods (tcs, kd, fitnets, finetune, ...): torchvision:<name>, "
+                   "timm:<name>, conv4, conv4-<channels> or resnet12.")
+@click.option("--student-init", type=click.Choice(["pretrained", "scratch", "checkpoint"]), default=None,
+              help="pretrained (default for torchvision/timm students: local weights only), scratch (default for "
+                   "conv4/resnet12, seeded by --seed) or checkpoint (with --student-checkpoint).")
+@click.option("--student-weights", type=click.Path(dir_okay=False), default=None,
+              help="A local weights file (.pth/.safetensors state dict) for a pretrained student.")
 @click.option("--student-checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="Start the student methods from this checkpoint ('tcs-fewshot distill'); default a seeded scratch student.")
+              help="Start the student methods from this checkpoint ('tcs-fewshot distill').")
 @click.option("--student-image-size", type=click.IntRange(min=8), default=None,
-              help="Student input side in px (default: the checkpoint's, else the images' own, at most 84).")
+              help="Student input side in px (default: the checkpoint's, else 64 for the default student "
+                   "(49 MFLOPs, 12x cheaper than the teacher) and 84 for the others).")
 @click.option("--student-views", type=click.IntRange(min=0), default=4, show_default=True,
               help="Augmented views per support image for student methods (one cached teacher pass each).")
 @click.option("--transductive", is_flag=True,
@@ -171,10 +179,12 @@ def run(config_file: str | None, executor_name: str, address: str | None, chunk_
     Sweep:   tcs-fewshot run --shots 1,5 --ways 5,20 --out runs/sweep
     Config:  tcs-fewshot run --config sweep.toml --tasks 100
     Resume:  tcs-fewshot run --config runs/sweep/config.toml
-    TCS:     tcs-fewshot run --student-checkpoint students/emoji-tcs.pt --methods tcs,kd,fitnets,finetune,ncm
+    TCS:     tcs-fewshot run --methods ncm,student-ncm,student-ncm@tcs,student-ncm@kd,tcs@tcs
+    Own:     tcs-fewshot run --student-checkpoint students/emoji-tcs.pt --methods tcs,kd,fitnets,finetune,ncm
 
     Student methods' training and options go in a config file: training = {steps = 50,
-    train_layers = "last"} and method_options = {tcs = {components = 16}}.
+    train_layers = "last-2", backbone_lr = 1e-4}, method_options = {tcs = {components = 16}}
+    and distill = {epochs = 8} (the base-split distillation of <method>@<objective>).
     """
     from tcs_fewshot.config import effective_config, load_config_file, run_config
     from tcs_fewshot.evaluation.sweep import CONFIG_FILE, run_sweep
@@ -518,62 +528,80 @@ def list_methods() -> None:
     console.print(rich_table(table))
 
 
+def _setting(value: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE read as TOML (numbers, true/false, "text"), bare words as text."""
+    from tcs_fewshot.config import toml_module
+
+    key, equals, text = value.partition("=")
+    if not equals or not key.strip():
+        raise click.BadParameter(f"give KEY=VALUE (e.g. components=128), got '{value}'")
+    try:
+        parsed = toml_module().loads(f"v = {text}")["v"]
+    except Exception:  # noqa: BLE001 (tomllib's errors vary by version) a bare word is text
+        parsed = text
+    return key.strip().replace("-", "_"), parsed
+
+
 @main.command()
 @click.option("--benchmark", default="emoji", show_default=True, help="A benchmark from 'tcs-fewshot benchmarks'.")
 @click.option("--root", type=click.Path(), default=None, help="Where the benchmark's files are.")
 @click.option("--scheme", default=None, help="The benchmark's split scheme (default: its first).")
 @click.option("--split-file", type=click.Path(dir_okay=False), default=None,
               help="With --benchmark folder: JSON {split: [class, ...]}.")
-@click.option("--split", default="train", show_default=True, help="The split to train on (never an evaluated one).")
 @click.option("--teacher", default="torchvision:mobilenet_v2", show_default=True, help="Teacher spec (see 'run --help').")
 @click.option("--teacher-weights", type=click.Path(dir_okay=False), default=None, help="A local weights file for the teacher.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where the teacher embeds images (the student trains on the CPU).")
-@click.option("--student", default="conv4-32", show_default=True, help="conv4, conv4-<channels>, resnet12 or timm:<name>.")
+              help="Where the teacher and the student run.")
+@click.option("--student", default=DEFAULT_STUDENT, show_default=True,
+              help="torchvision:<name>, timm:<name>, conv4, conv4-<channels> or resnet12.")
+@click.option("--init", type=click.Choice(["pretrained", "scratch"]), default=None,
+              help="pretrained (default where the student has weights) or scratch (seeded by --seed).")
+@click.option("--student-weights", type=click.Path(dir_okay=False), default=None, help="A local weights file for a pretrained student.")
 @click.option("--image-size", type=click.IntRange(min=8), default=None,
-              help="Student input side in px (default: the images' own, at most 84).")
-@click.option("--objective", type=click.Choice(["tcs", "ce"]), default="tcs", show_default=True,
-              help="tcs: mimic the teacher's PCA coordinates + cross-entropy; ce: cross-entropy only (the baseline).")
-@click.option("--views", type=click.IntRange(min=0), default=4, show_default=True,
-              help="Augmented views per image (each one cached teacher pass).")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Passes over every image view.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Image views per step (a multiple of the processes under torchrun).")
-@click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True,
-              help="Adam's learning rate, decayed to 0 by a cosine schedule.")
-@click.option("--components", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Coordinates of the split's coordinate system.")
-@click.option("--mimic-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Weight of the mimicking loss beside cross-entropy (weight 1).")
+              help="Student input side in px (default 64 for the default student, else 84).")
+@click.option("--objective", type=click.Choice(["tcs", "ce", "kd", "fitnets"]), default="tcs", show_default=True,
+              help="tcs: mimic the teacher's PCA coordinates; ce: base-class cross-entropy; kd: logits of the teacher's "
+                   "base-class probe; fitnets: regress the teacher's features. All on one loop.")
+@click.option("--online", is_flag=True, help="kd: run the teacher on every batch (the usual KD, and the cost reference).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over every image view (default 12).")
+@click.option("--train-layers", default=None, help="all (default), last-N (the last N blocks) or head.")
+@click.option("--set", "overrides", multiple=True, callback=lambda _c, _p, values: [_setting(v) for v in values],
+              metavar="KEY=VALUE", help="Any other distillation setting, e.g. --set components=128 --set views=2 "
+                                        "(see DistillSettings in tcs_fewshot.methods.distill).")
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
-              help="Seeds the student's initialisation and the shuffling.")
+              help="Seeds the student's initialisation (scratch) and the shuffling.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="The student checkpoint to write (.pt).")
-def distill(benchmark, root, scheme, split_file, split, teacher, teacher_weights, device, student, image_size, objective, views,
-            epochs, batch_size, learning_rate, components, mimic_weight, seed, out) -> None:
-    """Distil a student on a benchmark's base split with TCS (or train it with cross-entropy).
+def distill(benchmark, root, scheme, split_file, teacher, teacher_weights, device, student, init, student_weights,
+            image_size, objective, online, epochs, train_layers, overrides, seed, out) -> None:
+    """Distil a student on a benchmark's base split (TCS, or the CE, KD and FitNets baselines).
 
-    The teacher runs once per image view (cached); the checkpoint records every setting and
-    is what 'run --student-checkpoint' starts the student methods from.
+    Every objective shares the images, fixed augmented views, epochs, optimiser, seed and
+    train_layers. The teacher runs once per image (cached), except kd --online. The checkpoint
+    records every setting and the loss terms and validation score of every epoch; 'run
+    --student-checkpoint' starts student methods from it.
 
     \b
-    Example: tcs-fewshot distill --benchmark emoji --student conv4-32 --out students/emoji-tcs.pt
-    Baseline: tcs-fewshot distill --benchmark emoji --objective ce --out students/emoji-ce.pt
+    Example: tcs-fewshot distill --objective tcs --out students/emoji-tcs.pt
+    Baseline: tcs-fewshot distill --objective kd --out students/emoji-kd.pt
+    Settings: tcs-fewshot distill --set components=128 --set ce_weight=0.5 --out s.pt
     2 processes: torchrun --nproc_per_node 2 -m tcs_fewshot.cli distill --out students/emoji-tcs.pt
     """
-    from tcs_fewshot.methods.distill import DistillSettings, distill_benchmark
+    from tcs_fewshot.evaluation.distilled import distill_benchmark, settings_for
+    from tcs_fewshot.models.teachers import resolve_device
 
-    settings = DistillSettings(objective=objective, split=split, views=views, epochs=epochs, batch_size=batch_size,
-                               learning_rate=learning_rate, components=components, mimic_weight=mimic_weight, seed=seed)
+    options = {key: value for key, value in {"epochs": epochs, "train_layers": train_layers, "online": online or None,
+                                              "seed": seed}.items() if value is not None}
+    settings = settings_for(objective, {**options, **dict(overrides)}, resolve_device(device))
 
-    def show(epoch: int, epochs: int, losses: dict) -> None:
-        console.print(f"epoch {epoch}/{epochs}: " + ", ".join(f"{name} {value:.4f}" for name, value in losses.items()))
+    def show(epoch: int, epochs: int, record: dict) -> None:
+        console.print(f"epoch {epoch}/{epochs}: " + ", ".join(f"{name} {value:.4f}" for name, value in record.items() if name != "epoch"))
 
     result = distill_benchmark(benchmark, out, student, root=root, scheme=scheme, split_file=split_file, teacher_spec=teacher,
-                               teacher_weights=teacher_weights, image_size=image_size, device=device,
-                               settings=settings, progress=show)
+                               teacher_weights=teacher_weights, init=init, student_weights=student_weights,
+                               image_size=image_size, settings=settings, progress=show)
     console.print(f"student checkpoint {out} ({result.student.name}, {result.student.image_size} px, "
-                  f"{result.teacher_forward_passes} teacher image views); evaluate it: tcs-fewshot run "
-                  f"--benchmark {benchmark} --student-checkpoint {out} --methods tcs,kd,fitnets,finetune,student-ncm,ncm")
+                  f"{result.teacher_forward_passes} teacher passes); evaluate it: tcs-fewshot run "
+                  f"--benchmark {benchmark} --student-checkpoint {out} --methods ncm,student-ncm,tcs,kd,finetune")
 
 
 def entry_point() -> None:

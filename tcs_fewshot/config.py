@@ -30,7 +30,8 @@ from tcs_fewshot.evaluation.experiment import RunConfig
 SWEEP_KEYS = ("ways", "shots")
 # The keys that define the tasks; a tasks file fixes them.
 SHAPE_KEYS = ("protocol", "split", "ways", "shots", "queries", "tasks", "seed")
-CHOICES = {"protocol": ("episodic", "pfsl"), "ci": ("normal", "t"), "device": ("auto", "cpu", "cuda")}
+CHOICES = {"protocol": ("episodic", "pfsl"), "ci": ("normal", "t"), "device": ("auto", "cpu", "cuda"),
+           "student_init": ("pretrained", "scratch", "checkpoint", None)}
 MINIMUM = {"ways": 2, "shots": 1, "queries": 1, "tasks": 1, "seed": 0}
 # Options of ``run`` that are not RunConfig fields: where the run goes, and how this session behaves.
 RUN_KEYS = {"out": "str | None", "fail_fast": "bool", "no_progress": "bool"}
@@ -90,7 +91,7 @@ def check_value(key: str, value: Any, where: str = "config") -> Any:
     elif key in CHOICES:
         if value in CHOICES[key]:
             return value
-        expected = f"one of: {', '.join(CHOICES[key])}"
+        expected = f"one of: {', '.join(str(choice) for choice in CHOICES[key] if choice is not None)}"
     elif kind.startswith("tuple[str"):
         items = value.split(",") if isinstance(value, str) else value
         if isinstance(items, (list, tuple)) and all(isinstance(item, str) for item in items):

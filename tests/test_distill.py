@@ -6,7 +6,7 @@ import torch
 from tcs_fewshot.data.benchmarks.emoji import Emoji
 from tcs_fewshot.data.benchmarks.emoji_catalog import MIN_EMOJI
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.evaluation.distilled import distilled_student, settings_for, split_method_name
+from tcs_fewshot.evaluation.distilled import distilled_student, settings_for
 from tcs_fewshot.methods.distill import DistillSettings, distill
 from tcs_fewshot.methods.distill_objectives import OBJECTIVES
 from tcs_fewshot.models.cache import FeatureCache
@@ -104,9 +104,12 @@ def test_a_distilled_student_is_made_once_then_served_from_its_cache(setup, tmp_
 
 
 def test_method_names_with_an_objective():
-    assert split_method_name("student-ncm@tcs") == ("student-ncm", "tcs")
-    assert split_method_name("kd") == ("kd", None)
+    from tcs_fewshot.methods.catalog import method_kind
+
+    assert method_kind("student-ncm@tcs") == method_kind("kd") == "student"
     with pytest.raises(TcsFewshotError, match="unknown distillation objective 'dkd'"):
-        split_method_name("tcs@dkd")
+        method_kind("tcs@dkd")
+    with pytest.raises(TcsFewshotError, match="only student methods run on a distilled student"):
+        method_kind("ncm@tcs")
     with pytest.raises(TcsFewshotError, match="unknown distill setting 'epoch'"):
         settings_for("tcs", {"epoch": 3})

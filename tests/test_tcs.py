@@ -7,7 +7,7 @@ from sklearn.decomposition import PCA
 
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.methods.coordinates import CoordinateSystem, lsh_codes, random_planes
-from tcs_fewshot.methods.student_context import split_student
+from tcs_fewshot.methods.student_context import split_student, student_blocks
 from tcs_fewshot.methods.tcs import TCS, CoordinateHead, ridge_projector
 from tcs_fewshot.models.students import build_student
 
@@ -107,15 +107,29 @@ def test_feature_selection_prunes_the_least_relevant_on_schedule():
     assert head.selected.nonzero().flatten().tolist() == [6, 7, 8, 9], "the most relevant survive"
 
 
-@pytest.mark.parametrize("spec", ["conv4-16", "resnet12"])
-@pytest.mark.parametrize("layers", ["head", "last", "all"])
-def test_student_split_composes_to_the_student(spec, layers):
+@pytest.mark.parametrize(("spec", "init"), [("conv4-16", "scratch"), ("resnet12", "scratch"),
+                                            ("torchvision:mobilenet_v2", "pretrained"), ("torchvision:resnet18", "scratch"),
+                                            ("torchvision:efficientnet_b0", "scratch")])
+@pytest.mark.parametrize("layers", ["head", "last", "last-2", "last-4", "all"])
+def test_student_split_composes_to_the_student(spec, init, layers):
     torch.manual_seed(0)
-    model = build_student(spec, image_size=32).model.eval()
+    model = build_student(spec, init, image_size=32).model.eval()
     frozen, trainable = split_student(model, layers)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(trainable(frozen(x)), model(x), atol=1e-5)
+    trainable_count = sum(p.numel() for p in trainable.parameters())
+    if layers.startswith("last"):
+        n = 1 if layers == "last" else int(layers[5:])
+        _, blocks, _ = student_blocks(model)
+        assert sum(p.numel() for b in blocks[-n:] for p in b.parameters()) <= trainable_count <= sum(p.numel() for p in model.parameters())
+
+
+def test_mobilenet_blocks_are_its_inverted_residuals_and_final_conv():
+    stem, blocks, _ = student_blocks(build_student("torchvision:mobilenet_v2").model)
+    assert len(blocks) == 18 and type(blocks[0]).__name__ == "InvertedResidual" and type(blocks[-1]).__name__ == "Conv2dNormActivation"
+    with pytest.raises(TcsFewshotError, match="has 18 blocks; use last-1 .. last-18"):
+        split_student(build_student("torchvision:mobilenet_v2").model, "last-19")
 
 
 def test_last_stage_needs_a_known_architecture():
@@ -123,3 +137,5 @@ def test_last_stage_needs_a_known_architecture():
         split_student(torch.nn.Linear(2, 2), "last")
     with pytest.raises(TcsFewshotError, match="unknown train_layers"):
         split_student(torch.nn.Linear(2, 2), "middle")
+    with pytest.raises(TcsFewshotError, match="unknown train_layers 'last-0'"):
+        split_student(torch.nn.Linear(2, 2), "last-0")

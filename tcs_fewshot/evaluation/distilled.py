@@ -13,31 +13,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from tcs_fewshot.data.benchmarks.base import BenchmarkData, data_home
+from tcs_fewshot.defaults import DEFAULT_STUDENT, DEFAULT_TEACHER
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.methods.distill import DistillSettings, distill
-from tcs_fewshot.methods.distill_objectives import OBJECTIVES
+from tcs_fewshot.methods.distill import DistillResult, DistillSettings, distill
 from tcs_fewshot.models.cache import FeatureCache
 from tcs_fewshot.models.students import Student, build_student, save_student
 from tcs_fewshot.models.teacher_base import Teacher
 
 FORMAT = 1  # bump when the distillation loop changes what a key's student would be
-
-
-def split_method_name(name: str) -> tuple[str, str | None]:
-    """``"student-ncm@tcs"`` -> ``("student-ncm", "tcs")``; a plain name -> ``(name, None)``."""
-    method, at, objective = name.partition("@")
-    if not at:
-        return name, None
-    if objective not in OBJECTIVES:
-        raise TcsFewshotError(f"unknown distillation objective '{objective}' in method '{name}'; "
-                              f"use <method>@<objective> with one of {', '.join(OBJECTIVES)}")
-    return method, objective
 
 
 def distilled_key(data: BenchmarkData, teacher: Teacher, initial: Student, settings: DistillSettings) -> str:
@@ -78,3 +68,34 @@ def settings_for(objective: str, options: dict[str, Any] | None = None, device: 
     if unknown:
         raise TcsFewshotError(f"unknown distill setting '{unknown[0]}'; valid: {', '.join(sorted(asdict(DistillSettings())))}")
     return replace(DistillSettings(**{**options, "objective": objective}), device=device)
+
+
+def distill_benchmark(benchmark: str, out: str | os.PathLike, student_spec: str = DEFAULT_STUDENT, *, root: str | None = None,
+                      scheme: str | None = None, split_file: str | None = None, teacher_spec: str = DEFAULT_TEACHER,
+                      teacher_weights: str | None = None, init: str | None = None, student_weights: str | None = None,
+                      image_size: int | None = None, settings: DistillSettings | None = None,
+                      progress: Callable[[int, int, dict], None] | None = None) -> DistillResult:
+    """What ``tcs-fewshot distill`` does: load the benchmark and teacher, distil the (seeded) student, save it to ``out``.
+
+    The teacher runs on ``settings.device`` too. Under torchrun every process trains and rank 0 writes.
+    """
+    import torch
+
+    from tcs_fewshot.data.benchmarks import open_benchmark
+    from tcs_fewshot.methods.distributed import init_from_environment
+    from tcs_fewshot.models.teachers import load_teacher
+
+    settings = settings or DistillSettings()
+    out = Path(out)
+    if out.suffix != ".pt":
+        raise TcsFewshotError(f"--out '{out}' should be a .pt file (a student checkpoint)")
+    adapter, data_root = open_benchmark(benchmark, root, split_file)
+    data = adapter.load(data_root, scheme)
+    teacher = load_teacher(teacher_spec, teacher_weights, device=settings.device)
+    torch.manual_seed(settings.seed)
+    student = build_student(student_spec, init, None, image_size, student_weights)
+    result = distill(data, teacher, FeatureCache(), student, settings, progress)
+    if init_from_environment()[0] == 0:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_student(student, out)
+    return result

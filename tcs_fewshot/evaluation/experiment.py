@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tcs_fewshot.checksums import file_sha256
 from tcs_fewshot.data.benchmarks import BenchmarkData, open_benchmark
 from tcs_fewshot.data.digits import load_digits_benchmark
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.data.taskfile import load_tasks
+from tcs_fewshot.defaults import DEFAULT_METHODS, DEFAULT_STUDENT
 from tcs_fewshot.data.tasks import TaskSet, TaskSpec, sample_tasks
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.evaluation.evaluator import evaluate
@@ -29,6 +31,7 @@ from tcs_fewshot.models.pixels import pixel_features
 from tcs_fewshot.models.teachers import load_teacher, resolve_device
 
 BASE_SPLITS = ("train", "base", "background")
+
 
 
 @dataclass(frozen=True)
@@ -56,12 +59,20 @@ class RunConfig:
         tasks_file: Evaluate on the tasks of this file instead of sampling (spec taken from it).
         ci: ``normal`` or ``t`` (see :mod:`tcs_fewshot.evaluation.stats`).
         reference: Method that paired differences are taken against (default: the first).
-        student: Architecture the student methods (``tcs``, ``kd``, ``fitnets``, ``finetune``, ...) start from.
-        student_checkpoint: A checkpoint from ``tcs-fewshot distill`` (default: a seeded scratch student).
-        student_image_size: Student input side in px (default: the checkpoint's, else the images', at most 84).
+        student: Architecture the student methods (``tcs``, ``kd``, ``fitnets``, ``finetune``, ...)
+            start from (default the ImageNet MobileNetV2, at 64 px: 12x cheaper than the teacher).
+        student_init: ``pretrained`` (default for torchvision/timm students), ``scratch`` (default
+            for conv4/resnet12, seeded by ``seed``) or ``checkpoint`` (with ``student_checkpoint``).
+        student_weights: A local weights file for a pretrained student.
+        student_checkpoint: A checkpoint from ``tcs-fewshot distill``.
+        student_image_size: Student input side in px (default: the checkpoint's, else 64 for the
+            default student and 84 for the others).
         student_views: Augmented views per support image for student methods (one cached teacher pass each).
         training: Per-task training settings (``TrainingSettings`` fields: steps, learning_rate, train_layers, ...).
         method_options: ``{method: {option: value}}``, e.g. ``{"tcs": {"components": 16}}``.
+        distill: ``DistillSettings`` fields for the students that ``<method>@<objective>``
+            methods use (``student-ncm@tcs``: the run's student distilled with TCS on the base
+            split, made on first use and cached).
         transductive: TCS also fits its coordinates on, and mimics the teacher on, the unlabelled queries.
     """
 
@@ -80,16 +91,19 @@ class RunConfig:
     queries: int = 15
     tasks: int = 600
     seed: int = 0
-    methods: tuple[str, ...] = ("ncm", "simpleshot", "logreg")
+    methods: tuple[str, ...] = DEFAULT_METHODS
     tasks_file: str | None = None
     ci: str = "normal"
     reference: str | None = None
-    student: str = "conv4-32"
+    student: str = DEFAULT_STUDENT
+    student_init: str | None = None
+    student_weights: str | None = None
     student_checkpoint: str | None = None
     student_image_size: int | None = None
     student_views: int = 4
     training: dict = field(default_factory=dict)
     method_options: dict = field(default_factory=dict)
+    distill: dict = field(default_factory=dict)
     transductive: bool = False
 
     def default_run_dir(self) -> Path:
@@ -150,7 +164,7 @@ def load_run_inputs(config: RunConfig, progress: bool = False) -> RunInputs:
     """:func:`load_inputs`, keeping the loaded benchmark, teacher and cache for student methods."""
     if config.features:
         index, features = load_features_file(config.features)
-        return RunInputs((index, features, {"features_file_sha256": _sha256(Path(config.features))}))
+        return RunInputs((index, features, {"features_file_sha256": file_sha256(config.features)}))
     if config.benchmark == "digits":
         return RunInputs((*load_digits_benchmark(), {"benchmark": "digits"}))
     data = _benchmark_data(config)
@@ -171,12 +185,6 @@ def load_run_inputs(config: RunConfig, progress: bool = False) -> RunInputs:
     embedding = {"teacher": teacher.name, "identity": teacher.identity, "pretraining": teacher.pretraining,
                  "config": teacher.config}
     return RunInputs((data.index, features, {**provenance, "embedding": embedding}), data, teacher, cache)
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def base_mean(index: LabelIndex, feature_set: FeatureSet, spec: TaskSpec) -> np.ndarray | None:
@@ -224,13 +232,14 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
     mean = base_mean(index, feature_set, spec)
     methods, inputs, method_settings = build_methods(
         config.methods, feature_set, mean, data=loaded.data, teacher=loaded.teacher, cache=loaded.cache,
-        student=student_options(config), seed=config.seed, unrelated=lambda: unrelated_features(config, loaded))
+        student=student_options(config), seed=config.seed, unrelated=lambda: unrelated_features(config, loaded),
+        evaluated_split=spec.split)
     run_dir = Path(run_dir) if run_dir is not None else config.default_run_dir()
     # The tasks are identified by their checksum (in the manifest), never by a file's path.
     ignored = {"methods", "ci", "reference", "tasks_file", "device"}
     if "student" not in kinds.values():  # a probes-only run does not depend on student settings
-        ignored |= {"student", "student_checkpoint", "student_image_size", "student_views", "training",
-                    "method_options", "transductive"}
+        ignored |= {"student", "student_init", "student_weights", "student_checkpoint", "student_image_size",
+                    "student_views", "training", "method_options", "distill", "transductive"}
     recorded = {k: v for k, v in asdict(config).items() if k not in ignored}
     if method_settings:
         recorded["methods_settings"] = method_settings
@@ -256,7 +265,8 @@ def student_options(config: RunConfig) -> StudentOptions:
             if name.startswith("tcs"):
                 options.setdefault(name, {})["transductive"] = True
     return StudentOptions(config.student, config.student_checkpoint, config.student_image_size, config.student_views,
-                          dict(config.training), options)
+                          dict(config.training), options, init=config.student_init, weights=config.student_weights,
+                          distill=dict(config.distill), device=resolve_device(config.device))
 
 
 def unrelated_features(config: RunConfig, loaded: RunInputs) -> np.ndarray:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from tcs_fewshot.defaults import DEFAULT_STUDENT
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.methods import build_probe
 from tcs_fewshot.methods.catalog import (
@@ -32,29 +33,40 @@ class StudentOptions:
     """The student every student method of a run starts from, and how they train.
 
     Attributes:
-        spec: Student architecture (``conv4-32``, ``conv4``, ``resnet12``, ``timm:<name>``).
-        checkpoint: A file from ``tcs-fewshot distill`` (or ``save_student``); ``None``: scratch.
-        image_size: Input side in px (default: the checkpoint's, else the benchmark images' own, capped at 84).
+        spec: Student architecture (``torchvision:mobilenet_v2`` by default; ``timm:<name>``,
+            ``conv4``, ``conv4-<channels>``, ``resnet12``).
+        checkpoint: A file from ``tcs-fewshot distill`` (or ``save_student``).
+        image_size: Input side in px (default: the checkpoint's, else the student's own default).
         views: Augmented views per support image (each one cached teacher pass).
-        training: ``TrainingSettings`` fields (steps, learning_rate, train_layers, ...).
+        training: ``TrainingSettings`` fields (steps, head_lr, backbone_lr, train_layers, ...).
         options: ``{method name: {option: value}}``, e.g. ``{"tcs": {"components": 16}}``.
+        init: ``pretrained``, ``scratch`` or ``checkpoint`` (default: see :func:`build_student`).
+        weights: A local weights file for a pretrained student.
+        distill: ``DistillSettings`` fields of the base-split distillation behind ``<method>@<objective>``.
+        device: Where students train (``cpu`` or ``cuda``).
     """
 
-    spec: str = "conv4-32"
+    spec: str = DEFAULT_STUDENT
     checkpoint: str | None = None
     image_size: int | None = None
     views: int = 4
     training: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    init: str | None = None
+    weights: str | None = None
+    distill: Mapping[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
 
 
 def build_methods(names: Sequence[str], features: FeatureSet, base_mean: np.ndarray | None, *, data: Any = None,
                   teacher: Any = None, cache: Any = None, student: StudentOptions | None = None, seed: int = 0,
-                  unrelated: Callable[[], np.ndarray] | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+                  unrelated: Callable[[], np.ndarray] | None = None, evaluated_split: str = "test") -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """``(methods, inputs, settings)`` for :func:`evaluate`: objects, ``{name: ids -> inputs}``, manifest record.
 
     ``data``/``teacher``/``cache`` are needed only by pixel and student methods; ``unrelated``
     gives the teacher features of unrelated images for ``tcs-unrelated`` (called only then).
+    ``evaluated_split`` is the split the tasks come from (``all`` under pFSL), which a
+    ``<method>@<objective>`` student must not have been distilled or validated on.
     """
     kinds = {name: method_kind(name) for name in names}
     methods: dict[str, Any] = {}
@@ -68,10 +80,18 @@ def build_methods(names: Sequence[str], features: FeatureSet, base_mean: np.ndar
     unknown = sorted(set(student.options) - {name for name, kind in kinds.items() if kind == "student"})
     if unknown:
         raise TcsFewshotError(f"options given for '{unknown[0]}', which is not a student method of this run")
+    contexts: dict[str | None, Any] = {}  # distillation objective (None: the student as built) -> context
     if "student" in kinds.values():
         context = student_context(data, teacher, cache, student, seed)
+        contexts[None] = context
         training = training_settings(dict(student.training))
         settings["student"] = {**context.describe(), "training": dict(student.training)}
+        for objective in dict.fromkeys(name.partition("@")[2] for name in names if "@" in name):
+            if evaluated_split == "all":
+                raise TcsFewshotError(f"'{objective}'-distilled students train on base classes, which pFSL evaluates; "
+                                      "run <method>@<objective> methods under the episodic protocol")
+            contexts[objective], settings[f"student@{objective}"] = distilled_context(
+                data, teacher, cache, student, seed, objective, evaluated_split)
     pixels = None
     for name, kind in kinds.items():
         if kind == "features":
@@ -84,7 +104,8 @@ def build_methods(names: Sequence[str], features: FeatureSet, base_mean: np.ndar
             methods[name], inputs[name] = PIXEL_METHODS[name].build(), pixels
         else:
             extra = unrelated() if name == "tcs-unrelated" else None
-            methods[name] = build_student_method(name, context, training, dict(student.options.get(name, {})), extra)
+            objective = name.partition("@")[2] or None
+            methods[name] = build_student_method(name, contexts[objective], training, dict(student.options.get(name, {})), extra)
             inputs[name] = _item_ids
             settings[name] = methods[name].describe()
     return methods, inputs, settings
@@ -95,19 +116,34 @@ def _item_ids(item_ids: np.ndarray) -> np.ndarray:
     return np.asarray(item_ids)
 
 
-def student_context(data: Any, teacher: Any, cache: Any, options: StudentOptions, seed: int) -> Any:
-    """The shared context: the student built from ``options`` (scratch ones seeded by ``seed``)."""
+def initial_student(data: Any, options: StudentOptions, seed: int) -> Any:
+    """The student ``options`` describe (a scratch one seeded by ``seed``), on the CPU."""
     import torch
 
-    from tcs_fewshot.methods.student_context import StudentContext
     from tcs_fewshot.models.students import build_student
 
     checkpoint = Path(options.checkpoint) if options.checkpoint else None
     if checkpoint is not None and not checkpoint.is_file():
         raise TcsFewshotError(f"student checkpoint '{checkpoint}' does not exist; make one with 'tcs-fewshot distill'")
-    image_size = options.image_size
-    if image_size is None and checkpoint is None:
-        image_size = min(84, data.load_image(str(data.index.item_ids[0])).width)
     torch.manual_seed(seed)
-    student = build_student(options.spec, "checkpoint" if checkpoint else "scratch", checkpoint, image_size)
-    return StudentContext(data, teacher, cache, student, views=options.views)
+    return build_student(options.spec, options.init, checkpoint, options.image_size, options.weights)
+
+
+def student_context(data: Any, teacher: Any, cache: Any, options: StudentOptions, seed: int) -> Any:
+    """The shared context of the run's student methods."""
+    from tcs_fewshot.methods.student_context import StudentContext
+
+    return StudentContext(data, teacher, cache, initial_student(data, options, seed), views=options.views, device=options.device)
+
+
+def distilled_context(data: Any, teacher: Any, cache: Any, options: StudentOptions, seed: int,
+                      objective: str, evaluated_split: str = "test") -> tuple[Any, dict[str, Any]]:
+    """The context of ``<method>@<objective>``: the run's student distilled on the base split (cached), and its record."""
+    from tcs_fewshot.evaluation.distilled import distilled_student, settings_for
+    from tcs_fewshot.methods.student_context import StudentContext
+
+    settings = settings_for(objective, dict(options.distill), options.device)
+    student, record = distilled_student(data, teacher, cache, lambda: initial_student(data, options, seed), settings,
+                                         evaluated_split=evaluated_split)
+    context = StudentContext(data, teacher, cache, student, views=options.views, device=options.device)
+    return context, {**record, "settings": student.config.get("distilled", {})}

@@ -68,9 +68,22 @@ PIXEL_METHODS: dict[str, MethodEntry] = {
 
 
 def method_kind(name: str) -> str:
-    """``features``, ``pixels`` or ``student``; raises a one-line error for an unknown name."""
-    from tcs_fewshot.methods import PROBES
+    """``features``, ``pixels`` or ``student``; raises a one-line error for an unknown name.
 
+    ``<student method>@<objective>`` (e.g. ``student-ncm@tcs``) is the student method on the
+    run's student distilled on the base split with that objective (see :mod:`distill`).
+    """
+    from tcs_fewshot.methods import PROBES
+    from tcs_fewshot.methods.distill_objectives import OBJECTIVES
+
+    base, at, objective = name.partition("@")
+    if at:
+        if objective not in OBJECTIVES:
+            raise TcsFewshotError(f"unknown distillation objective '{objective}' in '{name}'; choose one of {', '.join(OBJECTIVES)}")
+        if base not in STUDENT_METHODS:
+            raise TcsFewshotError(f"'{name}': only student methods run on a distilled student; '{base}' is not one "
+                                  f"(choose from {', '.join(STUDENT_METHODS)})")
+        return "student"
     if name in PROBES:
         return "features"
     for registry in (PIXEL_METHODS, STUDENT_METHODS):
@@ -96,6 +109,10 @@ def descriptions() -> dict[str, str]:
 def training_settings(options: dict[str, Any]) -> TrainingSettings:
     """TrainingSettings from a dict, refusing unknown keys in one line."""
     known = {field.name for field in fields(TrainingSettings)}
+    options = dict(options)
+    if "learning_rate" in options:  # before head_lr/backbone_lr existed it set both
+        rate = options.pop("learning_rate")
+        options = {"head_lr": rate, "backbone_lr": rate, **options}
     unknown = sorted(set(options) - known)
     if unknown:
         raise TcsFewshotError(f"unknown training setting '{unknown[0]}'; valid: {', '.join(sorted(known))}")
@@ -105,7 +122,7 @@ def training_settings(options: dict[str, Any]) -> TrainingSettings:
 def build_student_method(name: str, context: Any, training: TrainingSettings, options: dict[str, Any] | None = None,
                          unrelated_features: np.ndarray | None = None) -> Any:
     """A student method by name; a bad option is a one-line error naming it."""
-    entry = STUDENT_METHODS[name]
+    entry = STUDENT_METHODS[name.partition("@")[0]]
     try:
         return entry.build(context, training, unrelated_features, **(options or {}))
     except TypeError as error:

@@ -14,10 +14,8 @@ loss history keeps each named term per epoch, beside the validation split's stud
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -374,35 +372,3 @@ def _validation(data: BenchmarkData, student: Student, settings: DistillSettings
         return 100 * float(np.mean(accuracies))
 
     return score
-
-
-def distill_benchmark(benchmark: str, out: str | os.PathLike, student_spec: str = "conv4-32", *, root: str | None = None,
-                      scheme: str | None = None, split_file: str | None = None,
-                      teacher_spec: str = "torchvision:mobilenet_v2",
-                      teacher_weights: str | None = None, image_size: int | None = None, device: str = "auto",
-                      settings: DistillSettings | None = None,
-                      progress: Callable[[int, int, dict], None] | None = None) -> DistillResult:
-    """What ``tcs-fewshot distill`` does: load the benchmark and teacher, distil a seeded scratch student, save it to ``out``.
-
-    ``image_size`` (px) defaults to the benchmark images' own side, at most 84.
-    """
-    from tcs_fewshot.data.benchmarks import open_benchmark
-    from tcs_fewshot.models.students import build_student, save_student
-    from tcs_fewshot.models.teachers import load_teacher, resolve_device
-
-    settings = settings or DistillSettings()
-    out = Path(out)
-    if out.suffix != ".pt":
-        raise TcsFewshotError(f"--out '{out}' should be a .pt file (a student checkpoint)")
-    adapter, data_root = open_benchmark(benchmark, root, split_file)
-    data = adapter.load(data_root, scheme)
-    teacher = load_teacher(teacher_spec, teacher_weights, device=resolve_device(device))
-    if image_size is None:
-        image_size = min(84, data.load_image(str(data.index.item_ids[0])).width)
-    torch.manual_seed(settings.seed)
-    student = build_student(student_spec, image_size=image_size)
-    result = distill(data, teacher, FeatureCache(), student, settings, progress)
-    if init_from_environment()[0] == 0:  # under torchrun, one process writes the checkpoint
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_student(student, out)
-    return result

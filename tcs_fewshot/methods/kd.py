@@ -72,7 +72,8 @@ class LogitKD(StudentMethod):
         with torch.inference_mode():
             features = teacher.model(torch.stack(images).to(parameter.device, parameter.dtype)).float().cpu()
         self.teacher_forward_passes += len(rows)
-        return teacher_probe_logits(features, batch.teacher, batch.labels, batch.n_way, self.teacher_scale)
+        logits = teacher_probe_logits(features.to(batch.teacher.device), batch.teacher, batch.labels, batch.n_way, self.teacher_scale)
+        return logits
 
     def loss(self, head: nn.Module, features: torch.Tensor, batch: TaskBatch, rows: torch.Tensor, step: int) -> torch.Tensor:
         logits = head(features)

@@ -26,11 +26,11 @@ from torch import nn
 from tcs_fewshot.data.benchmarks.base import BenchmarkData
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.models.cache import FeatureCache
-from tcs_fewshot.models.students import Conv4, ResNet12, Student, student_transform
+from tcs_fewshot.models.students import Student, student_transform
 from tcs_fewshot.models.teacher_base import Teacher
 from tcs_fewshot.models.views import view_image
 
-TRAIN_LAYERS = ("head", "last", "all")
+TRAIN_LAYERS = ("head", "last-N", "all")
 
 
 class GlobalPool(nn.Module):
@@ -40,24 +40,60 @@ class GlobalPool(nn.Module):
         return x.mean(dim=(2, 3))
 
 
+def student_blocks(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module], list[nn.Module]]:
+    """``(stem, blocks, tail)`` with ``Sequential(*stem, *blocks, *tail)(x) == model(x)``.
+
+    ``blocks`` are the backbone's own units, the ones ``last-N`` counts: Conv4's four
+    conv blocks, ResNet-12's four residual blocks, the inverted-residual blocks plus the final
+    1x1 conv of torchvision's MobileNets and EfficientNets (their ``features``), and the four
+    stages of torchvision's ResNets.
+    """
+    from tcs_fewshot.models.students import Conv4, ResNet12
+
+    if isinstance(model, Conv4):
+        return [], [model.features[i:i + 4] for i in range(0, len(model.features), 4)], [GlobalPool()]
+    if isinstance(model, ResNet12):
+        return [], list(model.layers), [GlobalPool()]
+    features, classifier = getattr(model, "features", None), getattr(model, "classifier", None)
+    if isinstance(features, nn.Sequential) and hasattr(model, "avgpool") and classifier is not None:
+        return [features[0]], list(features[1:]), [model.avgpool, nn.Flatten(1), classifier]
+    if isinstance(features, nn.Sequential) and classifier is not None and type(model).__name__ == "MobileNetV2":
+        return [features[0]], list(features[1:]), [nn.AdaptiveAvgPool2d(1), nn.Flatten(1), classifier]
+    stages = [getattr(model, f"layer{i}", None) for i in range(1, 5)]
+    if all(isinstance(stage, nn.Module) for stage in stages) and hasattr(model, "fc"):
+        return [model.conv1, model.bn1, model.relu, model.maxpool], stages, [model.avgpool, nn.Flatten(1), model.fc]
+    raise TcsFewshotError(f"train_layers 'last-N' knows conv4, resnet12 and torchvision MobileNet/EfficientNet/ResNet "
+                          f"students, not {type(model).__name__}; use 'head' or 'all'")
+
+
+def last_blocks(train_layers: str) -> int | None:
+    """N of ``last-N`` (``last`` is ``last-1``); None for ``head`` and ``all``; a one-line error otherwise."""
+    if train_layers in ("head", "all"):
+        return None
+    if train_layers == "last":
+        return 1
+    prefix, _, count = train_layers.partition("-")
+    if prefix != "last" or not count.isdigit() or int(count) < 1:
+        raise TcsFewshotError(f"unknown train_layers '{train_layers}'; choose head, last-N (N >= 1, e.g. last-2) or all")
+    return int(count)
+
+
 def split_student(model: nn.Module, train_layers: str) -> tuple[nn.Module, nn.Module]:
     """``(frozen, trainable)`` with ``trainable(frozen(x)) == model(x)``.
 
-    ``head``: the whole student is frozen (only a head on its features trains); ``last``: its
-    last stage trains (Conv4's fourth block, ResNet-12's fourth residual block); ``all``: nothing
-    is frozen. ``last`` needs a Conv4 or a ResNet-12.
+    ``head``: the whole student is frozen (only a head on its features trains); ``last-N``: its
+    last N blocks (see :func:`student_blocks`) and what follows them train; ``all``: nothing is
+    frozen. The parts share the model's modules (no copies).
     """
-    if train_layers not in TRAIN_LAYERS:
-        raise TcsFewshotError(f"unknown train_layers '{train_layers}'; choose one of {', '.join(TRAIN_LAYERS)}")
+    n = last_blocks(train_layers)
     if train_layers == "head":
         return model, nn.Identity()
     if train_layers == "all":
         return nn.Identity(), model
-    if isinstance(model, Conv4):
-        return model.features[:-4], nn.Sequential(model.features[-4:], GlobalPool())
-    if isinstance(model, ResNet12):
-        return model.layers[:-1], nn.Sequential(model.layers[-1], GlobalPool())
-    raise TcsFewshotError(f"train_layers 'last' supports conv4 and resnet12 students, not {type(model).__name__}; use 'head' or 'all'")
+    stem, blocks, tail = student_blocks(model)
+    if n > len(blocks):
+        raise TcsFewshotError(f"train_layers '{train_layers}': this student has {len(blocks)} blocks; use last-1 .. last-{len(blocks)} or all")
+    return nn.Sequential(*stem, *blocks[:-n]), nn.Sequential(*blocks[-n:], *tail)
 
 
 @dataclass(eq=False)
@@ -71,6 +107,8 @@ class StudentContext:
         student: The initial student (each task fine-tunes a fresh copy of it).
         views: Augmented views per image used for training (view ids ``1..views``; view 0, the
             image itself, is always used too). Each view is one cached teacher pass.
+        device: Where the trainable part and the heads train (``cpu`` or ``cuda``); the frozen
+            part's memoised outputs stay on the CPU and move per task.
     """
 
     data: BenchmarkData
@@ -78,6 +116,7 @@ class StudentContext:
     cache: FeatureCache
     student: Student
     views: int = 4
+    device: str = "cpu"
     _memo: dict[tuple[str, str, int], torch.Tensor] = field(default_factory=dict, repr=False)
     _splits: dict[str, tuple[nn.Module, nn.Module]] = field(default_factory=dict, repr=False)
 
@@ -105,7 +144,7 @@ class StudentContext:
         """The frozen part (shared, eval mode) and the trainable part (to be copied per task)."""
         if train_layers not in self._splits:
             frozen, trainable = split_student(self.student.model, train_layers)
-            self._splits[train_layers] = (frozen.eval(), trainable)
+            self._splits[train_layers] = (frozen.to(self.device).eval(), trainable)
         return self._splits[train_layers]
 
     def frozen_outputs(self, item_ids: Sequence[str], views: Sequence[int], train_layers: str) -> torch.Tensor:
@@ -121,7 +160,7 @@ class StudentContext:
             batch = [(item_id, view) for item_id in items[start:start + 16] for view in missing[item_id]]
             images = torch.cat([self.images([item_id], missing[item_id])[0] for item_id in items[start:start + 16]])
             with torch.inference_mode():
-                outputs = frozen(images)
+                outputs = frozen(images.to(self.device)).cpu()
             for (item_id, view), output in zip(batch, outputs):
                 self._memo[(train_layers, item_id, view)] = output.clone()
         stacked = torch.stack([self._memo[key] for key in keys])
@@ -134,4 +173,4 @@ class StudentContext:
 
     def describe(self) -> dict[str, Any]:
         """JSON-able settings for the run manifest."""
-        return {"student": self.student.config, "teacher": self.teacher.name, "views": self.views}
+        return {"student": self.student.config, "teacher": self.teacher.name, "views": self.views, "device": self.device}

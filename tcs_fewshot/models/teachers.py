@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tcs_fewshot.checksums import file_sha256
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.models.install_weights import PACKAGE, PIP_COMMAND
 from tcs_fewshot.models.teacher_base import Teacher
@@ -30,27 +31,12 @@ PRETRAINING = {"torchvision:mobilenet_v2": "ImageNet-1k", "timm:vit_small_patch1
 # Dataset tokens of timm pretrained tags ("augreg_in21k_ft_in1k" -> ImageNet-21k + ImageNet-1k).
 TAG_DATA = (("lvd142m", "LVD-142M"), ("in22k", "ImageNet-22k"), ("in21k", "ImageNet-21k"), ("in12k", "ImageNet-12k"),
             ("in1k", "ImageNet-1k"), ("laion2b", "LAION-2B"), ("openai", "OpenAI WIT-400M"))
-_SHA256: dict[tuple[str, int, int, int], str] = {}
 _HINT = "pass --teacher-weights PATH (a .pth or .safetensors state dict)"
 
 
 def default_teacher_spec() -> str:
     """The teacher used when none is named: ImageNet MobileNetV2, available offline."""
     return "torchvision:mobilenet_v2"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 hex of a file, computed once per process per (path, inode, size, mtime)."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA256:
-        digest = hashlib.sha256()
-        with path.open("rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
-        _SHA256[key] = digest.hexdigest()
-    return _SHA256[key]
 
 
 def mobilenet_weights_path() -> Path:
@@ -224,6 +210,28 @@ def _timm_weights(cfg: dict, name: str) -> Path:
     return found[0]
 
 
+def torchvision_weights_path(name: str, weights: str | os.PathLike | None = None) -> Path:
+    """The local file of torchvision:``name``'s ImageNet weights: ``weights``, the offline MobileNetV2, or torch hub's cache."""
+    from torchvision import models
+
+    if weights is not None:
+        return Path(weights).expanduser()
+    if name == "mobilenet_v2":
+        return mobilenet_weights_path()
+    files = [entry.url.rsplit("/", 1)[1] for entry in models.get_model_weights(name)]
+    hub = Path(torch.hub.get_dir()) / "checkpoints"  # torchvision's own download cache, if the user filled it
+    path = next((hub / file for file in files if (hub / file).is_file()), None)
+    if path is None:
+        raise TcsFewshotError(f"no weights for torchvision:{name}: none of {', '.join(files)} is in {hub}; {_HINT}")
+    return path
+
+
+def load_torchvision_state(name: str, weights: str | os.PathLike | None = None) -> tuple[Path, dict[str, torch.Tensor]]:
+    """``(path, state dict)`` of torchvision:``name``'s local weights (see :func:`torchvision_weights_path`)."""
+    path = torchvision_weights_path(name, weights)
+    return path, _state_dict(path)
+
+
 def _torchvision(name: str, weights: Any, state: dict | None, layer: str) -> tuple:
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
     from torchvision import models
@@ -233,15 +241,7 @@ def _torchvision(name: str, weights: Any, state: dict | None, layer: str) -> tup
     except ValueError:
         raise TcsFewshotError(f"unknown torchvision model '{name}'; list them with torchvision.models.list_models()") from None
     files = [entry.url.rsplit("/", 1)[1] for entry in entries]  # torchvision's release file names
-    if weights is not None:
-        path = Path(weights).expanduser()
-    elif name == "mobilenet_v2":
-        path = mobilenet_weights_path()
-    else:  # torchvision's own download cache, in case the user filled it earlier
-        hub = Path(torch.hub.get_dir()) / "checkpoints"
-        path = next((hub / file for file in files if (hub / file).is_file()), None)
-        if path is None:
-            raise TcsFewshotError(f"no weights for torchvision:{name}: none of {', '.join(files)} is in {hub}; {_HINT}")
+    path = torchvision_weights_path(name, weights)
     state = _state_dict(path) if state is None else dict(state)
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:  # squeezenet classifies with a convolution
