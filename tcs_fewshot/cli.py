@@ -563,7 +563,7 @@ def _setting(value: str) -> tuple[str, object]:
               help="tcs: mimic the teacher's PCA coordinates; ce: base-class cross-entropy; kd: logits of the teacher's "
                    "base-class probe; fitnets: regress the teacher's features. All on one loop.")
 @click.option("--online", is_flag=True, help="kd: run the teacher on every batch (the usual KD, and the cost reference).")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over every image view (default 12).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over every image view (default 6).")
 @click.option("--train-layers", default=None, help="all (default), last-N (the last N blocks) or head.")
 @click.option("--set", "overrides", multiple=True, callback=lambda _c, _p, values: [_setting(v) for v in values],
               metavar="KEY=VALUE", help="Any other distillation setting, e.g. --set components=128 --set views=2 "

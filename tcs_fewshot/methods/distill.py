@@ -86,9 +86,9 @@ class DistillSettings:
     objective: str = "tcs"
     online: bool = False
     split: str = "train"
-    views: int = 4
+    views: int = 1
     target_views: str = "plain"
-    epochs: int = 12
+    epochs: int = 6
     batch_size: int = 64
     backbone_lr: float = 1e-4
     head_lr: float = 1e-3
@@ -98,7 +98,7 @@ class DistillSettings:
     scale: str = "spectrum"
     basis: str = "pca"
     mimic_weight: float = 1.0
-    ce_weight: float = 0.0
+    ce_weight: float = 1.0
     temperature: float = 4.0
     teacher_scale: float = 10.0
     selection: bool = False
