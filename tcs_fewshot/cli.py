@@ -122,17 +122,23 @@ CONFIG_KEYS = {"n_tasks": "tasks"}
 @click.option("--teacher-weights", type=click.Path(dir_okay=False), default=None,
               help="A local weights file for the teacher.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where the teacher embeds images; auto is cuda when torch sees a GPU. Cached features "
-                   "are reused whichever device computed them.")
+              help="Where the teacher embeds images and student methods train; auto is cuda when torch sees "
+                   "a GPU. Cached features are reused whichever device computed them.")
 @click.option("--methods", callback=_comma_list, default="ncm,simpleshot,logreg", show_default=True,
               help="Comma-separated method names ('tcs-fewshot methods' lists them).")
-@click.option("--student", default="conv4-32", show_default=True,
-              help="Student of the student methods (tcs, kd, fitnets, finetune, ...): conv4, conv4-<channels>, "
-                   "resnet12 or timm:<name>.")
+@click.option("--student", default="torchvision:mobilenet_v2", show_default=True,
+              help="Student of the student methods (tcs, kd, fitnets, finetune, ...): torchvision:<name>, "
+                   "timm:<name>, conv4, conv4-<channels> or resnet12.")
+@click.option("--student-init", type=click.Choice(["pretrained", "scratch", "checkpoint"]), default=None,
+              help="How the student starts (default: checkpoint with --student-checkpoint, else pretrained for "
+                   "torchvision/timm students, scratch (seeded) for conv4/resnet12).")
+@click.option("--student-weights", type=click.Path(dir_okay=False), default=None,
+              help="A state dict file for a pretrained student (default: the local caches; the ImageNet "
+                   "MobileNetV2 comes from python -m tcs_fewshot.models.install_weights).")
 @click.option("--student-checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="Start the student methods from this checkpoint ('tcs-fewshot distill'); default a seeded scratch student.")
+              help="Start the student methods from this checkpoint ('tcs-fewshot distill').")
 @click.option("--student-image-size", type=click.IntRange(min=8), default=None,
-              help="Student input side in px (default: the checkpoint's, else the images' own, at most 84).")
+              help="Student input side in px (default: the checkpoint's, else 64).")
 @click.option("--student-views", type=click.IntRange(min=0), default=4, show_default=True,
               help="Augmented views per support image for student methods (one cached teacher pass each).")
 @click.option("--transductive", is_flag=True,
@@ -174,7 +180,7 @@ def run(config_file: str | None, executor_name: str, address: str | None, chunk_
     TCS:     tcs-fewshot run --student-checkpoint students/emoji-tcs.pt --methods tcs,kd,fitnets,finetune,ncm
 
     Student methods' training and options go in a config file: training = {steps = 50,
-    train_layers = "last"} and method_options = {tcs = {components = 16}}.
+    train_layers = "last-2", head_lr = 0.01, backbone_lr = 1e-4} and method_options = {tcs = {components = 16}}.
     """
     from tcs_fewshot.config import effective_config, load_config_file, run_config
     from tcs_fewshot.evaluation.sweep import CONFIG_FILE, run_sweep

@@ -30,7 +30,8 @@ from tcs_fewshot.evaluation.experiment import RunConfig
 SWEEP_KEYS = ("ways", "shots")
 # The keys that define the tasks; a tasks file fixes them.
 SHAPE_KEYS = ("protocol", "split", "ways", "shots", "queries", "tasks", "seed")
-CHOICES = {"protocol": ("episodic", "pfsl"), "ci": ("normal", "t"), "device": ("auto", "cpu", "cuda")}
+CHOICES = {"protocol": ("episodic", "pfsl"), "ci": ("normal", "t"), "device": ("auto", "cpu", "cuda"),
+           "student_init": ("pretrained", "scratch", "checkpoint")}
 MINIMUM = {"ways": 2, "shots": 1, "queries": 1, "tasks": 1, "seed": 0}
 # Options of ``run`` that are not RunConfig fields: where the run goes, and how this session behaves.
 RUN_KEYS = {"out": "str | None", "fail_fast": "bool", "no_progress": "bool"}

@@ -26,6 +26,7 @@ from tcs_fewshot.methods.catalog import method_kind
 from tcs_fewshot.models.cache import FeatureCache
 from tcs_fewshot.models.features import FeatureSet, load_features_file
 from tcs_fewshot.models.pixels import pixel_features
+from tcs_fewshot.models.students import DEFAULT_STUDENT
 from tcs_fewshot.models.teachers import load_teacher, resolve_device
 
 BASE_SPLITS = ("train", "base", "background")
@@ -47,7 +48,7 @@ class RunConfig:
             default the offline ImageNet MobileNetV2), its features computed once and cached, or
             ``pixels`` (raw 16x16 RGB, the sanity baseline every teacher must beat).
         teacher_weights: A local weights file for the teacher.
-        device: Where the teacher embeds images: ``auto`` (cuda when torch sees a GPU, else
+        device: Where the teacher embeds images and student methods train: ``auto`` (cuda when torch sees a GPU, else
             cpu), ``cpu`` or ``cuda``. Not part of the run's identity: cached features are
             reused whichever device filled them, so a run resumes on another device.
         protocol, split, ways, shots, queries, seed: the :class:`TaskSpec`.
@@ -56,9 +57,13 @@ class RunConfig:
         tasks_file: Evaluate on the tasks of this file instead of sampling (spec taken from it).
         ci: ``normal`` or ``t`` (see :mod:`tcs_fewshot.evaluation.stats`).
         reference: Method that paired differences are taken against (default: the first).
-        student: Architecture the student methods (``tcs``, ``kd``, ``fitnets``, ``finetune``, ...) start from.
-        student_checkpoint: A checkpoint from ``tcs-fewshot distill`` (default: a seeded scratch student).
-        student_image_size: Student input side in px (default: the checkpoint's, else the images', at most 84).
+        student: Architecture the student methods (``tcs``, ``kd``, ``fitnets``, ``finetune``, ...) start
+            from (default ``torchvision:mobilenet_v2``, ImageNet weights).
+        student_init: ``pretrained``, ``scratch`` or ``checkpoint`` (default: ``checkpoint`` with a
+            checkpoint, else ``pretrained`` for torchvision/timm students, ``scratch`` for conv4/resnet12).
+        student_checkpoint: A checkpoint from ``tcs-fewshot distill``.
+        student_weights: A weights file for a pretrained student (default: the local caches).
+        student_image_size: Student input side in px (default: the checkpoint's, else 64).
         student_views: Augmented views per support image for student methods (one cached teacher pass each).
         training: Per-task training settings (``TrainingSettings`` fields: steps, learning_rate, train_layers, ...).
         method_options: ``{method: {option: value}}``, e.g. ``{"tcs": {"components": 16}}``.
@@ -84,7 +89,9 @@ class RunConfig:
     tasks_file: str | None = None
     ci: str = "normal"
     reference: str | None = None
-    student: str = "conv4-32"
+    student: str = DEFAULT_STUDENT
+    student_init: str | None = None
+    student_weights: str | None = None
     student_checkpoint: str | None = None
     student_image_size: int | None = None
     student_views: int = 4
@@ -229,7 +236,7 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
     # The tasks are identified by their checksum (in the manifest), never by a file's path.
     ignored = {"methods", "ci", "reference", "tasks_file", "device"}
     if "student" not in kinds.values():  # a probes-only run does not depend on student settings
-        ignored |= {"student", "student_checkpoint", "student_image_size", "student_views", "training",
+        ignored |= {"student", "student_init", "student_weights", "student_checkpoint", "student_image_size", "student_views", "training",
                     "method_options", "transductive"}
     recorded = {k: v for k, v in asdict(config).items() if k not in ignored}
     if method_settings:
@@ -256,7 +263,8 @@ def student_options(config: RunConfig) -> StudentOptions:
             if name.startswith("tcs"):
                 options.setdefault(name, {})["transductive"] = True
     return StudentOptions(config.student, config.student_checkpoint, config.student_image_size, config.student_views,
-                          dict(config.training), options)
+                          dict(config.training), options, init=config.student_init, weights=config.student_weights,
+                          device=config.device)
 
 
 def unrelated_features(config: RunConfig, loaded: RunInputs) -> np.ndarray:

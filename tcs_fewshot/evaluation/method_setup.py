@@ -23,6 +23,7 @@ from tcs_fewshot.methods.catalog import (
     training_settings,
 )
 from tcs_fewshot.models.features import FeatureSet
+from tcs_fewshot.models.students import DEFAULT_STUDENT, DEFAULT_STUDENT_IMAGE_SIZE
 
 UNRELATED_ITEMS = 512  # images of the other benchmark that fit the tcs-unrelated basis
 
@@ -32,20 +33,28 @@ class StudentOptions:
     """The student every student method of a run starts from, and how they train.
 
     Attributes:
-        spec: Student architecture (``conv4-32``, ``conv4``, ``resnet12``, ``timm:<name>``).
-        checkpoint: A file from ``tcs-fewshot distill`` (or ``save_student``); ``None``: scratch.
-        image_size: Input side in px (default: the checkpoint's, else the benchmark images' own, capped at 84).
+        spec: Student architecture (``torchvision:<name>``, ``timm:<name>``, ``conv4-<channels>``,
+            ``resnet12``); default the ImageNet MobileNetV2 (``DEFAULT_STUDENT``).
+        init: ``pretrained``, ``scratch`` or ``checkpoint``; ``None``: ``checkpoint`` with a
+            checkpoint, else ``pretrained`` for torchvision/timm specs, ``scratch`` for the others.
+        checkpoint: A file from ``tcs-fewshot distill`` (or ``save_student``).
+        weights: A state dict file for a pretrained student instead of the local caches.
+        image_size: Input side in px (default: the checkpoint's, else ``DEFAULT_STUDENT_IMAGE_SIZE``, 64).
+        device: ``auto``, ``cpu`` or ``cuda``: where student methods train and predict.
         views: Augmented views per support image (each one cached teacher pass).
         training: ``TrainingSettings`` fields (steps, learning_rate, train_layers, ...).
         options: ``{method name: {option: value}}``, e.g. ``{"tcs": {"components": 16}}``.
     """
 
-    spec: str = "conv4-32"
+    spec: str = DEFAULT_STUDENT
     checkpoint: str | None = None
     image_size: int | None = None
     views: int = 4
     training: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    init: str | None = None
+    weights: str | None = None
+    device: str = "cpu"
 
 
 def build_methods(names: Sequence[str], features: FeatureSet, base_mean: np.ndarray | None, *, data: Any = None,
@@ -105,9 +114,10 @@ def student_context(data: Any, teacher: Any, cache: Any, options: StudentOptions
     checkpoint = Path(options.checkpoint) if options.checkpoint else None
     if checkpoint is not None and not checkpoint.is_file():
         raise TcsFewshotError(f"student checkpoint '{checkpoint}' does not exist; make one with 'tcs-fewshot distill'")
-    image_size = options.image_size
-    if image_size is None and checkpoint is None:
-        image_size = min(84, data.load_image(str(data.index.item_ids[0])).width)
+    from tcs_fewshot.models.teachers import resolve_device
+
+    image_size = options.image_size or (None if checkpoint else DEFAULT_STUDENT_IMAGE_SIZE)
+    init = options.init or ("checkpoint" if checkpoint else None)
     torch.manual_seed(seed)
-    student = build_student(options.spec, "checkpoint" if checkpoint else "scratch", checkpoint, image_size)
-    return StudentContext(data, teacher, cache, student, views=options.views)
+    student = build_student(options.spec, init, checkpoint, image_size, weights=options.weights)
+    return StudentContext(data, teacher, cache, student, views=options.views, device=resolve_device(options.device))

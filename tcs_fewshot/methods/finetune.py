@@ -23,6 +23,8 @@ class StudentNCM(StudentMethod):
     No training steps; the support views are averaged into the class means.
     """
 
+    needs_teacher = False
+
     def build_head(self, batch: TaskBatch, features: torch.Tensor) -> nn.Module:
         self.teacher_forward_passes = 0  # never looks at the teacher
         self.trainable.requires_grad_(False)  # no parameter left, so the loop takes no step
@@ -34,6 +36,8 @@ class StudentNCM(StudentMethod):
 
 class FineTune(StudentMethod):
     """Cross-entropy fine-tuning only: a linear classifier initialised at the class means, no teacher."""
+
+    needs_teacher = False
 
     def build_head(self, batch: TaskBatch, features: torch.Tensor) -> nn.Module:
         self.teacher_forward_passes = 0

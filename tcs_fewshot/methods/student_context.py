@@ -15,6 +15,7 @@ on a CPU this is what makes 600 tasks of per-task distillation affordable.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,38 +27,39 @@ from torch import nn
 from tcs_fewshot.data.benchmarks.base import BenchmarkData
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.models.cache import FeatureCache
-from tcs_fewshot.models.students import Conv4, ResNet12, Student, student_transform
+from tcs_fewshot.models.student_blocks import GlobalPool, split_blocks
+from tcs_fewshot.models.students import Student, student_transform
 from tcs_fewshot.models.teacher_base import Teacher
 from tcs_fewshot.models.views import view_image
 
-TRAIN_LAYERS = ("head", "last", "all")
+TRAIN_LAYERS = ("head", "last-N", "all")  # "last" is kept as an alias of "last-1" for old configs
 
 
-class GlobalPool(nn.Module):
-    """``(B, C, H, W)`` -> ``(B, C)`` by averaging, as the students' own forward does."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(2, 3))
+def trained_blocks(train_layers: str) -> int | None:
+    """Blocks that ``train_layers`` trains: 0 for ``head``, N for ``last-N`` (``last``: 1), ``None`` for ``all``."""
+    if train_layers == "head":
+        return 0
+    if train_layers == "all":
+        return None
+    match = re.fullmatch(r"last(?:-(\d+))?", train_layers)
+    if match is None or int(match.group(1) or 1) < 1:
+        raise TcsFewshotError(f"unknown train_layers '{train_layers}'; choose head, last-N (N >= 1) or all")
+    return int(match.group(1) or 1)
 
 
 def split_student(model: nn.Module, train_layers: str) -> tuple[nn.Module, nn.Module]:
     """``(frozen, trainable)`` with ``trainable(frozen(x)) == model(x)``.
 
-    ``head``: the whole student is frozen (only a head on its features trains); ``last``: its
-    last stage trains (Conv4's fourth block, ResNet-12's fourth residual block); ``all``: nothing
-    is frozen. ``last`` needs a Conv4 or a ResNet-12.
+    ``head``: the whole student is frozen (only a head on its features trains); ``last-N``: its
+    last N blocks train (:func:`tcs_fewshot.models.student_blocks.student_blocks` says what a
+    block is for each family; ``last`` is ``last-1``); ``all``: nothing is frozen.
     """
-    if train_layers not in TRAIN_LAYERS:
-        raise TcsFewshotError(f"unknown train_layers '{train_layers}'; choose one of {', '.join(TRAIN_LAYERS)}")
-    if train_layers == "head":
+    blocks = trained_blocks(train_layers)
+    if blocks == 0:
         return model, nn.Identity()
-    if train_layers == "all":
+    if blocks is None:
         return nn.Identity(), model
-    if isinstance(model, Conv4):
-        return model.features[:-4], nn.Sequential(model.features[-4:], GlobalPool())
-    if isinstance(model, ResNet12):
-        return model.layers[:-1], nn.Sequential(model.layers[-1], GlobalPool())
-    raise TcsFewshotError(f"train_layers 'last' supports conv4 and resnet12 students, not {type(model).__name__}; use 'head' or 'all'")
+    return split_blocks(model, blocks)
 
 
 @dataclass(eq=False)
@@ -71,6 +73,9 @@ class StudentContext:
         student: The initial student (each task fine-tunes a fresh copy of it).
         views: Augmented views per image used for training (view ids ``1..views``; view 0, the
             image itself, is always used too). Each view is one cached teacher pass.
+        device: Where the trainable copy, the heads and the training tensors go (``cpu`` or
+            ``cuda``; resolve ``auto`` with :func:`tcs_fewshot.models.teachers.resolve_device`).
+            The frozen part runs there too; its memoised outputs stay on the CPU.
     """
 
     data: BenchmarkData
@@ -78,6 +83,7 @@ class StudentContext:
     cache: FeatureCache
     student: Student
     views: int = 4
+    device: str = "cpu"
     _memo: dict[tuple[str, str, int], torch.Tensor] = field(default_factory=dict, repr=False)
     _splits: dict[str, tuple[nn.Module, nn.Module]] = field(default_factory=dict, repr=False)
 
@@ -104,7 +110,8 @@ class StudentContext:
     def split(self, train_layers: str) -> tuple[nn.Module, nn.Module]:
         """The frozen part (shared, eval mode) and the trainable part (to be copied per task)."""
         if train_layers not in self._splits:
-            frozen, trainable = split_student(self.student.model, train_layers)
+            model = self.student.model if self.device == "cpu" else copy.deepcopy(self.student.model).to(self.device)
+            frozen, trainable = split_student(model, train_layers)
             self._splits[train_layers] = (frozen.eval(), trainable)
         return self._splits[train_layers]
 
@@ -121,17 +128,24 @@ class StudentContext:
             batch = [(item_id, view) for item_id in items[start:start + 16] for view in missing[item_id]]
             images = torch.cat([self.images([item_id], missing[item_id])[0] for item_id in items[start:start + 16]])
             with torch.inference_mode():
-                outputs = frozen(images)
+                outputs = frozen(images.to(self.device)).cpu()
             for (item_id, view), output in zip(batch, outputs):
                 self._memo[(train_layers, item_id, view)] = output.clone()
         stacked = torch.stack([self._memo[key] for key in keys])
         return stacked.reshape(len(item_ids), len(views), *stacked.shape[1:])
 
     def trainable_copy(self, train_layers: str) -> nn.Module:
-        """A fresh copy of the trainable part, batch norm kept in eval mode (few-shot batches are tiny)."""
+        """A fresh copy of the trainable part on ``device``, batch norm kept in eval mode (few-shot batches are tiny)."""
         module = copy.deepcopy(self.split(train_layers)[1])
         return module.eval()
+
+    def warm_up(self, item_ids: Sequence[str], train_layers: str, with_augmented: bool = True) -> None:
+        """Compute (once per run) the frozen outputs of ``item_ids`` for every view a fit or predict reads."""
+        self.frozen_outputs(item_ids, self.view_ids(with_augmented), train_layers)
 
     def describe(self) -> dict[str, Any]:
         """JSON-able settings for the run manifest."""
         return {"student": self.student.config, "teacher": self.teacher.name, "views": self.views}
+
+
+__all__ = ["GlobalPool", "StudentContext", "TRAIN_LAYERS", "split_student", "trained_blocks"]

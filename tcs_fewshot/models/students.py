@@ -7,17 +7,25 @@ A student maps ``(B, 3, H, W)`` float images (normalised with its ``mean``/``std
   channels by default), global-average-pooled; ``feature_dim`` = channels.
 * ``resnet12``: the few-shot ResNet-12 of MetaOptNet/RFS (channels 64-160-320-640, 12.4M
   parameters), without DropBlock; ``feature_dim`` = 640.
+* ``torchvision:<name>``: a ``torchvision.models.get_model`` network, its classifier dropped
+  (pooled penultimate features; ``torchvision:mobilenet_v2``: 1280).
 * ``timm:<name>``: a timm model with ``num_classes=0`` (its pooled penultimate features).
 
-Initialisation: ``scratch`` draws weights from torch's global RNG, so the caller seeds it
-(``torch.manual_seed``) for reproducible students; ``pretrained`` (timm only) loads timm's
-weights from the local Hugging Face cache and never the network; ``checkpoint`` loads a file
-written by :func:`save_student`. Students come back in eval mode; trainers call ``.train()``.
+Initialisation (``init``, stated explicitly or defaulted: ``pretrained`` for torchvision/timm
+specs, ``scratch`` for conv4/resnet12): ``scratch`` draws weights from torch's global RNG, so
+the caller seeds it (``torch.manual_seed``) for reproducible students; ``pretrained`` reads local
+weights only (:mod:`student_backbones`: the offline ImageNet MobileNetV2 package, torch hub's
+cache, the Hugging Face cache, or a ``weights`` file), never the network, and normalises with
+the weights' own mean/std; ``checkpoint`` loads a file written by :func:`save_student`. The
+config records the weights file, its sha256 and its pretraining data. Students come back in eval
+mode; trainers call ``.train()``.
+
+The default student (:data:`DEFAULT_STUDENT` at :data:`DEFAULT_STUDENT_IMAGE_SIZE` px) is the
+ImageNet MobileNetV2: about 49 MFLOPs per 64 px image against the default teacher's 599 at 224 px.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -31,8 +39,14 @@ import torch
 from torch import nn
 
 from tcs_fewshot.errors import TcsFewshotError
+from tcs_fewshot.models.student_backbones import SOURCES, pretrained_backbone, scratch_backbone
+from tcs_fewshot.models.teachers import file_sha256
 
 DEFAULT_IMAGE_SIZE = 84  # px; the few-shot convention, and CPU-sized (see ENVIRONMENT.md)
+# The student a run starts from when none is named: ImageNet MobileNetV2 (offline weights) at 64 px,
+# 49 MFLOPs per image, 12x cheaper than the default teacher (the same network at 224 px, 599 MFLOPs).
+DEFAULT_STUDENT = "torchvision:mobilenet_v2"
+DEFAULT_STUDENT_IMAGE_SIZE = 64
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INITS = ("scratch", "pretrained", "checkpoint")
@@ -111,31 +125,40 @@ class ResNet12(nn.Module):
         return self.layers(x).mean(dim=(2, 3))
 
 
-def build_student(spec: str, init: str = "scratch", checkpoint: Path | None = None, image_size: int | None = None) -> Student:
+def build_student(spec: str, init: str | None = None, checkpoint: Path | None = None, image_size: int | None = None,
+                  weights: str | os.PathLike | None = None) -> Student:
     """Build the student ``spec`` initialised by ``init`` (see the module docstring).
 
+    ``init`` defaults to ``pretrained`` for ``torchvision:``/``timm:`` specs and ``scratch`` for
+    conv4/resnet12. ``weights`` (pretrained only) is a state dict file instead of the local caches.
     ``image_size`` (px) defaults to the checkpoint's, else 84. The student is returned on the
     CPU in eval mode. Raises :class:`TcsFewshotError` (one line) for an unknown spec or init,
     missing pretrained weights, a checkpoint of another spec, or an image size too small.
     """
     name = _canonical(spec)
+    has_weights = name.split(":")[0] in SOURCES
+    init = init or ("checkpoint" if checkpoint is not None else "pretrained" if has_weights else "scratch")
     if init not in INITS:
         raise TcsFewshotError(f"unknown student init '{init}'; choose one of {', '.join(INITS)}")
     if (init == "checkpoint") != (checkpoint is not None):
         raise TcsFewshotError("a student checkpoint goes with init 'checkpoint', and init 'checkpoint' needs one (--student-checkpoint)")
-    if init == "pretrained" and not name.startswith("timm:"):
+    if init == "pretrained" and not has_weights:
         raise TcsFewshotError(f"student '{name}' has no pretrained weights; use init 'scratch' or --student-checkpoint")
+    if weights is not None and init != "pretrained":
+        raise TcsFewshotError(f"--student-weights goes with init 'pretrained', not '{init}'")
     saved = _read_checkpoint(Path(checkpoint), name) if checkpoint is not None else None
-    weights = _cached_timm_weights(name[5:]) if init == "pretrained" else None
-    model, mean, std = _architecture(name, weights)
     config: dict[str, Any] = {"spec": name, "init": init}
-    if weights is not None:
-        config.update(weights=weights, weights_sha256=_sha256(weights))
+    if init == "pretrained":
+        model, record = pretrained_backbone(name, weights)
+        mean, std = tuple(record.pop("mean") or IMAGENET_MEAN), tuple(record.pop("std") or IMAGENET_STD)
+        config.update(record)
+    else:
+        model, mean, std = _architecture(name)
     if saved is not None:
         _load_state(model, saved["state_dict"], checkpoint, name)
-        # Keep what the checkpoint's writer recorded (e.g. distillation settings); the student
-        # was trained with its normalisation, so that overrides the architecture's default.
-        config = {**saved["config"], "spec": name, "init": "checkpoint", "checkpoint": str(checkpoint), "checkpoint_sha256": _sha256(checkpoint)}
+        # Keep what the checkpoint's writer recorded (e.g. distillation settings, the weights it
+        # started from); the student was trained with its normalisation, so that overrides the default.
+        config = {**saved["config"], "spec": name, "init": "checkpoint", "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint)}
         mean, std = tuple(config.get("mean", mean)), tuple(config.get("std", std))
         image_size = image_size or config.get("image_size")
     model.eval()
@@ -216,8 +239,9 @@ def flops_per_image(model: Student | nn.Module, image_size: int | None = None) -
 
 def _canonical(spec: str) -> str:
     spec = spec.strip()
-    if spec.startswith("timm:") and len(spec) > 5:
-        return spec
+    source, _, model_name = spec.partition(":")
+    if source in SOURCES and model_name:
+        return f"{source}:{model_name}"
     match = re.fullmatch(r"conv4(?:-(\d+))?", spec.lower())
     if match:
         channels = int(match.group(1) or 64)
@@ -226,48 +250,17 @@ def _canonical(spec: str) -> str:
         return "conv4" if channels == 64 else f"conv4-{channels}"
     if spec.lower() == "resnet12":
         return "resnet12"
-    raise TcsFewshotError(f"unknown student '{spec}'; use conv4, conv4-<channels>, resnet12 or timm:<model name>")
+    raise TcsFewshotError(f"unknown student '{spec}'; use conv4, conv4-<channels>, resnet12, torchvision:<model> or timm:<model>")
 
 
-def _architecture(name: str, weights: str | None) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
-    """The module of canonical spec ``name`` with its (mean, std); ``weights`` a local timm weights file."""
+def _architecture(name: str) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
+    """The randomly initialised module of canonical spec ``name`` with its (mean, std)."""
     if name == "resnet12":
         return ResNet12(), IMAGENET_MEAN, IMAGENET_STD
     if name.startswith("conv4"):
         return Conv4(int(name[6:] or 64)), IMAGENET_MEAN, IMAGENET_STD
-    import timm
-
-    options: dict[str, Any] = {"pretrained": weights is not None, "num_classes": 0}
-    if weights is not None:  # a file source makes timm read it, never the hub
-        options["pretrained_cfg_overlay"] = {"file": weights}
-    try:
-        model = timm.create_model(name[5:], **options)
-    except RuntimeError as error:
-        raise TcsFewshotError(f"student '{name}': {str(error).splitlines()[0]} (see timm.list_models())") from None
-    config = model.pretrained_cfg
-    return model, tuple(config.get("mean", IMAGENET_MEAN)), tuple(config.get("std", IMAGENET_STD))
-
-
-def _cached_timm_weights(model_name: str) -> str:
-    """Path of timm's weights for ``model_name`` in the local Hugging Face cache; never downloads."""
-    import huggingface_hub
-    from timm.models import get_pretrained_cfg
-
-    try:
-        config = get_pretrained_cfg(model_name)
-    except RuntimeError as error:
-        raise TcsFewshotError(f"student 'timm:{model_name}': {error}") from None
-    if config is None or not config.hf_hub_id:
-        raise TcsFewshotError(f"timm has no Hugging Face weights for '{model_name}'; use init 'scratch' or --student-checkpoint")
-    cache = huggingface_hub.constants.HF_HUB_CACHE  # read now, so HF_HUB_CACHE/HF_HOME are honoured
-    for filename in [config.hf_hub_filename] if config.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]:
-        path = huggingface_hub.try_to_load_from_cache(config.hf_hub_id, filename, cache_dir=cache)
-        if isinstance(path, str):  # otherwise None or a "known missing" sentinel
-            return path
-    raise TcsFewshotError(
-        f"no pretrained weights for timm:{model_name} in the local Hugging Face cache ({cache}); fetch "
-        f"'{config.hf_hub_id}' on a connected machine (huggingface-cli download) or pass --student-checkpoint"
-    )
+    model, mean, std = scratch_backbone(name)
+    return model, mean or IMAGENET_MEAN, std or IMAGENET_STD
 
 
 def _read_checkpoint(path: Path, name: str) -> dict[str, Any]:
@@ -291,8 +284,3 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path, na
     if differ:  # torch's own message spans many lines; name the first culprit instead
         raise TcsFewshotError(f"student checkpoint '{path}' does not fit a '{name}' student ({len(differ)} tensors differ, first '{differ[0]}')")
     model.load_state_dict(state)
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
