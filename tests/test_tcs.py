@@ -7,7 +7,8 @@ from sklearn.decomposition import PCA
 
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.methods.coordinates import CoordinateSystem, lsh_codes, random_planes
-from tcs_fewshot.methods.student_context import split_student, student_blocks
+from tcs_fewshot.methods.student_context import split_student
+from tcs_fewshot.models.student_blocks import student_blocks
 from tcs_fewshot.methods.tcs import TCS, CoordinateHead, ridge_projector
 from tcs_fewshot.models.students import build_student
 

@@ -109,10 +109,6 @@ def descriptions() -> dict[str, str]:
 def training_settings(options: dict[str, Any]) -> TrainingSettings:
     """TrainingSettings from a dict, refusing unknown keys in one line."""
     known = {field.name for field in fields(TrainingSettings)}
-    options = dict(options)
-    if "learning_rate" in options:  # before head_lr/backbone_lr existed it set both
-        rate = options.pop("learning_rate")
-        options = {"head_lr": rate, "backbone_lr": rate, **options}
     unknown = sorted(set(options) - known)
     if unknown:
         raise TcsFewshotError(f"unknown training setting '{unknown[0]}'; valid: {', '.join(sorted(known))}")

@@ -23,9 +23,10 @@ class StudentNCM(StudentMethod):
     No training steps; the support views are averaged into the class means.
     """
 
-    uses_teacher = False
+    needs_teacher = False
 
     def build_head(self, batch: TaskBatch, features: torch.Tensor) -> nn.Module:
+        self.teacher_forward_passes = 0  # never looks at the teacher
         self.trainable.requires_grad_(False)  # no parameter left, so the loop takes no step
         return nearest_mean_layer(features, batch.labels, batch.n_way, self.training.logit_scale).requires_grad_(False)
 
@@ -36,9 +37,10 @@ class StudentNCM(StudentMethod):
 class FineTune(StudentMethod):
     """Cross-entropy fine-tuning only: a linear classifier initialised at the class means, no teacher."""
 
-    uses_teacher = False
+    needs_teacher = False
 
     def build_head(self, batch: TaskBatch, features: torch.Tensor) -> nn.Module:
+        self.teacher_forward_passes = 0
         return nearest_mean_layer(features, batch.labels, batch.n_way, self.training.logit_scale)
 
     def loss(self, head: nn.Module, features: torch.Tensor, batch: TaskBatch, rows: torch.Tensor, step: int) -> torch.Tensor:

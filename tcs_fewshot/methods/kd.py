@@ -70,7 +70,7 @@ class LogitKD(StudentMethod):
             images.append(teacher.transform(view_image(self.context.data.load_image(item_id), item_id, view)))
         parameter = next(teacher.model.parameters())
         with torch.inference_mode():
-            features = teacher.model(torch.stack(images).to(parameter.device, parameter.dtype)).float().cpu()
+            features = teacher.model(torch.stack(images).to(parameter.device, parameter.dtype)).float()
         self.teacher_forward_passes += len(rows)
         logits = teacher_probe_logits(features.to(batch.teacher.device), batch.teacher, batch.labels, batch.n_way, self.teacher_scale)
         return logits

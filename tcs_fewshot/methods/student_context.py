@@ -15,6 +15,7 @@ on a CPU this is what makes 600 tasks of per-task distillation affordable.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,74 +27,39 @@ from torch import nn
 from tcs_fewshot.data.benchmarks.base import BenchmarkData
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.models.cache import FeatureCache
+from tcs_fewshot.models.student_blocks import GlobalPool, split_blocks
 from tcs_fewshot.models.students import Student, student_transform
 from tcs_fewshot.models.teacher_base import Teacher
 from tcs_fewshot.models.views import view_image
 
-TRAIN_LAYERS = ("head", "last-N", "all")
+TRAIN_LAYERS = ("head", "last-N", "all")  # "last" is kept as an alias of "last-1" for old configs
 
 
-class GlobalPool(nn.Module):
-    """``(B, C, H, W)`` -> ``(B, C)`` by averaging, as the students' own forward does."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(2, 3))
-
-
-def student_blocks(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module], list[nn.Module]]:
-    """``(stem, blocks, tail)`` with ``Sequential(*stem, *blocks, *tail)(x) == model(x)``.
-
-    ``blocks`` are the backbone's own units, the ones ``last-N`` counts: Conv4's four
-    conv blocks, ResNet-12's four residual blocks, the inverted-residual blocks plus the final
-    1x1 conv of torchvision's MobileNets and EfficientNets (their ``features``), and the four
-    stages of torchvision's ResNets.
-    """
-    from tcs_fewshot.models.students import Conv4, ResNet12
-
-    if isinstance(model, Conv4):
-        return [], [model.features[i:i + 4] for i in range(0, len(model.features), 4)], [GlobalPool()]
-    if isinstance(model, ResNet12):
-        return [], list(model.layers), [GlobalPool()]
-    features, classifier = getattr(model, "features", None), getattr(model, "classifier", None)
-    if isinstance(features, nn.Sequential) and hasattr(model, "avgpool") and classifier is not None:
-        return [features[0]], list(features[1:]), [model.avgpool, nn.Flatten(1), classifier]
-    if isinstance(features, nn.Sequential) and classifier is not None and type(model).__name__ == "MobileNetV2":
-        return [features[0]], list(features[1:]), [nn.AdaptiveAvgPool2d(1), nn.Flatten(1), classifier]
-    stages = [getattr(model, f"layer{i}", None) for i in range(1, 5)]
-    if all(isinstance(stage, nn.Module) for stage in stages) and hasattr(model, "fc"):
-        return [model.conv1, model.bn1, model.relu, model.maxpool], stages, [model.avgpool, nn.Flatten(1), model.fc]
-    raise TcsFewshotError(f"train_layers 'last-N' knows conv4, resnet12 and torchvision MobileNet/EfficientNet/ResNet "
-                          f"students, not {type(model).__name__}; use 'head' or 'all'")
-
-
-def last_blocks(train_layers: str) -> int | None:
-    """N of ``last-N`` (``last`` is ``last-1``); None for ``head`` and ``all``; a one-line error otherwise."""
-    if train_layers in ("head", "all"):
+def trained_blocks(train_layers: str) -> int | None:
+    """Blocks that ``train_layers`` trains: 0 for ``head``, N for ``last-N`` (``last``: 1), ``None`` for ``all``."""
+    if train_layers == "head":
+        return 0
+    if train_layers == "all":
         return None
-    if train_layers == "last":
-        return 1
-    prefix, _, count = train_layers.partition("-")
-    if prefix != "last" or not count.isdigit() or int(count) < 1:
-        raise TcsFewshotError(f"unknown train_layers '{train_layers}'; choose head, last-N (N >= 1, e.g. last-2) or all")
-    return int(count)
+    match = re.fullmatch(r"last(?:-(\d+))?", train_layers)
+    if match is None or int(match.group(1) or 1) < 1:
+        raise TcsFewshotError(f"unknown train_layers '{train_layers}'; choose head, last-N (N >= 1) or all")
+    return int(match.group(1) or 1)
 
 
 def split_student(model: nn.Module, train_layers: str) -> tuple[nn.Module, nn.Module]:
     """``(frozen, trainable)`` with ``trainable(frozen(x)) == model(x)``.
 
     ``head``: the whole student is frozen (only a head on its features trains); ``last-N``: its
-    last N blocks (see :func:`student_blocks`) and what follows them train; ``all``: nothing is
-    frozen. The parts share the model's modules (no copies).
+    last N blocks train (:func:`tcs_fewshot.models.student_blocks.student_blocks` says what a
+    block is for each family; ``last`` is ``last-1``); ``all``: nothing is frozen.
     """
-    n = last_blocks(train_layers)
-    if train_layers == "head":
+    blocks = trained_blocks(train_layers)
+    if blocks == 0:
         return model, nn.Identity()
-    if train_layers == "all":
+    if blocks is None:
         return nn.Identity(), model
-    stem, blocks, tail = student_blocks(model)
-    if n > len(blocks):
-        raise TcsFewshotError(f"train_layers '{train_layers}': this student has {len(blocks)} blocks; use last-1 .. last-{len(blocks)} or all")
-    return nn.Sequential(*stem, *blocks[:-n]), nn.Sequential(*blocks[-n:], *tail)
+    return split_blocks(model, blocks)
 
 
 @dataclass(eq=False)
@@ -107,8 +73,9 @@ class StudentContext:
         student: The initial student (each task fine-tunes a fresh copy of it).
         views: Augmented views per image used for training (view ids ``1..views``; view 0, the
             image itself, is always used too). Each view is one cached teacher pass.
-        device: Where the trainable part and the heads train (``cpu`` or ``cuda``); the frozen
-            part's memoised outputs stay on the CPU and move per task.
+        device: Where the trainable copy, the heads and the training tensors go (``cpu`` or
+            ``cuda``; resolve ``auto`` with :func:`tcs_fewshot.models.teachers.resolve_device`).
+            The frozen part runs there too; its memoised outputs stay on the CPU.
     """
 
     data: BenchmarkData
@@ -143,8 +110,9 @@ class StudentContext:
     def split(self, train_layers: str) -> tuple[nn.Module, nn.Module]:
         """The frozen part (shared, eval mode) and the trainable part (to be copied per task)."""
         if train_layers not in self._splits:
-            frozen, trainable = split_student(self.student.model, train_layers)
-            self._splits[train_layers] = (frozen.to(self.device).eval(), trainable)
+            model = self.student.model if self.device == "cpu" else copy.deepcopy(self.student.model).to(self.device)
+            frozen, trainable = split_student(model, train_layers)
+            self._splits[train_layers] = (frozen.eval(), trainable)
         return self._splits[train_layers]
 
     def frozen_outputs(self, item_ids: Sequence[str], views: Sequence[int], train_layers: str) -> torch.Tensor:
@@ -167,10 +135,17 @@ class StudentContext:
         return stacked.reshape(len(item_ids), len(views), *stacked.shape[1:])
 
     def trainable_copy(self, train_layers: str) -> nn.Module:
-        """A fresh copy of the trainable part, batch norm kept in eval mode (few-shot batches are tiny)."""
+        """A fresh copy of the trainable part on ``device``, batch norm kept in eval mode (few-shot batches are tiny)."""
         module = copy.deepcopy(self.split(train_layers)[1])
         return module.eval()
 
+    def warm_up(self, item_ids: Sequence[str], train_layers: str, with_augmented: bool = True) -> None:
+        """Compute (once per run) the frozen outputs of ``item_ids`` for every view a fit or predict reads."""
+        self.frozen_outputs(item_ids, self.view_ids(with_augmented), train_layers)
+
     def describe(self) -> dict[str, Any]:
         """JSON-able settings for the run manifest."""
-        return {"student": self.student.config, "teacher": self.teacher.name, "views": self.views, "device": self.device}
+        return {"student": self.student.config, "teacher": self.teacher.name, "views": self.views}
+
+
+__all__ = ["GlobalPool", "StudentContext", "TRAIN_LAYERS", "split_student", "trained_blocks"]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.methods.student_context import StudentContext, last_blocks
+from tcs_fewshot.methods.student_context import StudentContext, trained_blocks
 
 
 @dataclass(frozen=True)
@@ -28,33 +28,48 @@ class TrainingSettings:
 
     Attributes:
         steps: Adam steps per task.
-        head_lr: Adam learning rate of the method's head (classifier, projector, regressor).
-        backbone_lr: Adam learning rate of the trainable student layers: far below the head's,
-            since a pretrained backbone is ruined at a head's rate.
+        head_lr: Adam learning rate of the head (a few thousand fresh parameters).
+        backbone_lr: Adam learning rate of the trainable student blocks (``last-N``/``all``);
+            100x lower than the head's, because a pretrained backbone is ruined at a head's rate.
+        learning_rate: Deprecated: one rate for the head and the backbone, as before both
+            existed (an old config that sets it keeps its numbers); ``None``: use the two above.
         batch_size: Support views per step (all of them when fewer).
         train_layers: ``head`` (student frozen, its features memoised: fastest on a CPU),
-            ``last-N`` (its last N blocks train; see :func:`student_blocks`) or ``all``.
+            ``last-N`` (its last N blocks train too; ``last`` = ``last-1``) or ``all``.
         weight_decay: Adam's L2 penalty.
         augmented_views: Train on the cached augmented views (view ids ``1..context.views``)
             besides the images themselves.
         logit_scale: Inverse temperature of classifiers on the L2-normalised student features.
-        amp: Mixed precision (autocast) for the trainable layers; CUDA only.
+        threads: torch threads while fitting; ``None``: 1 for ``head`` (tiny matrices, where
+            more threads only add synchronisation: 30x slower on 2 busy cores), else torch's own.
+        amp: Mixed precision (float16 autocast, gradient scaling) on CUDA; refused on a CPU.
     """
 
     steps: int = 50
     head_lr: float = 0.01
     backbone_lr: float = 1e-4
+    learning_rate: float | None = None
     batch_size: int = 128
     train_layers: str = "head"
     weight_decay: float = 5e-4
     augmented_views: bool = True
     logit_scale: float = 10.0
+    threads: int | None = None
     amp: bool = False
 
     def __post_init__(self) -> None:
-        last_blocks(self.train_layers)  # a one-line error for an unknown value
-        if self.steps < 0:
-            raise TcsFewshotError(f"steps must be >= 0; got {self.steps}")
+        trained_blocks(self.train_layers)  # a bad value is a one-line error now, not at the first task
+        rates = {"head_lr": self.head_lr, "backbone_lr": self.backbone_lr, "learning_rate": self.learning_rate}
+        bad = next((key for key, value in rates.items() if value is not None and not value > 0), None)
+        if bad:
+            raise TcsFewshotError(f"{bad} must be > 0; got {rates[bad]}")
+
+    @property
+    def rates(self) -> tuple[float, float]:
+        """``(head rate, backbone rate)`` after the deprecated ``learning_rate``."""
+        if self.learning_rate is not None:
+            return self.learning_rate, self.learning_rate
+        return self.head_lr, self.backbone_lr
 
 
 @dataclass
@@ -74,6 +89,13 @@ class TaskBatch:
     n_way: int
 
 
+def _to(batch: TaskBatch, device: torch.device) -> TaskBatch:
+    """``batch`` with its tensors on ``device`` (the same objects on the CPU, so CPU numbers do not change)."""
+    if device.type == "cpu":
+        return batch
+    return TaskBatch(batch.inputs.to(device), batch.labels.to(device), batch.teacher.to(device), batch.n_way)
+
+
 def task_seed(item_ids: np.ndarray) -> int:
     """A seed that depends only on the task's support items, so a task trains the same way in any run."""
     digest = hashlib.sha256("\0".join(map(str, item_ids)).encode()).digest()
@@ -91,15 +113,21 @@ class StudentMethod:
     """
 
     name = "student"
-    uses_teacher = True  # reads the teacher's cached features of the support views
+    needs_teacher = True  # reads the cached teacher features of the support views
 
     def __init__(self, context: StudentContext, training: TrainingSettings | None = None) -> None:
         self.context = context
         self.training = training or TrainingSettings()
-        if self.training.amp and context.device != "cuda":
-            raise TcsFewshotError("amp (autocast) is offered on CUDA only; drop it or use --device cuda")
+        if self.training.steps < 0:
+            raise TcsFewshotError(f"steps must be >= 0; got {self.training.steps}")
         self.teacher_forward_passes = 0
         self.loss_history: list[float] = []
+        if self.training.amp and context.device != "cuda":
+            raise TcsFewshotError(f"amp needs a CUDA device; this run's student methods use '{context.device}' (drop amp)")
+
+    def warm_up(self, item_ids: Any) -> None:
+        """Compute the memoised frozen outputs of ``item_ids`` for every view fit and predict read (before timing)."""
+        self.context.warm_up(np.asarray(item_ids), self.training.train_layers, self.training.augmented_views)
 
     # -- hooks -------------------------------------------------------------------------------
     def build_head(self, batch: TaskBatch, features: torch.Tensor) -> nn.Module:
@@ -123,19 +151,23 @@ class StudentMethod:
         views = self.context.view_ids(self.training.augmented_views)
         inputs = self.context.frozen_outputs(support_ids, views, self.training.train_layers)
         labels = np.repeat(np.asarray(support_labels, dtype=np.int64), len(views))
-        if self.uses_teacher:
+        if self.needs_teacher:
             teacher = torch.from_numpy(self.context.teacher_features(support_ids, views).reshape(len(labels), -1))
             self.teacher_forward_passes = len(support_ids) * len(views)  # one cached pass per image view
-        else:  # methods without a teacher never read its cache
+        else:  # the cache is not read at all
             teacher, self.teacher_forward_passes = torch.zeros(len(labels), 0), 0
         return TaskBatch(inputs.flatten(0, 1), torch.from_numpy(labels), teacher, int(labels.max()) + 1)
 
-    def warm_up(self, item_ids: Any) -> None:
-        """Fill the shared memo of frozen outputs for ``item_ids`` (every view a fit or predict reads), untimed."""
-        views = self.context.view_ids(self.training.augmented_views)
-        self.context.frozen_outputs(np.asarray(item_ids), views, self.training.train_layers)
-
     def fit(self, support_ids: Any, support_labels: Any) -> StudentMethod:
+        threads = self.training.threads or (1 if self.training.train_layers == "head" else torch.get_num_threads())
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return self._fit(support_ids, support_labels)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _fit(self, support_ids: Any, support_labels: Any) -> StudentMethod:
         support_ids = np.asarray(support_ids)
         if support_ids.dtype.kind not in "US":
             raise TcsFewshotError(f"{type(self).__name__} takes item ids (its inputs are images); got a {support_ids.dtype} array")
@@ -143,35 +175,43 @@ class StudentMethod:
         # Heads that draw random weights (LSH planes, random bases) draw from their own stream,
         # so a task trains the same way whatever the caller's global torch RNG holds.
         self.task_generator = torch.Generator().manual_seed(task_seed(support_ids))
-        batch = self.task_batch(support_ids, support_labels)
         device = torch.device(self.context.device)
+        batch = _to(self.task_batch(support_ids, support_labels), device)
         self.trainable = self.context.trainable_copy(self.training.train_layers).to(device)
         with torch.no_grad():
-            initial = self.student_features(batch.inputs.to(device)).cpu()
-        # Heads are built in closed form on the CPU, then every tensor a loss reads moves to the device.
+            initial = self.student_features(batch.inputs)
         self.head = self.build_head(batch, initial).to(device)
-        _move_tensors(self, device)
-        batch = TaskBatch(batch.inputs.to(device), batch.labels.to(device), batch.teacher.to(device), batch.n_way)
-        backbone = [p for p in self.trainable.parameters() if p.requires_grad]
-        head = [p for p in self.head.parameters() if p.requires_grad]
-        groups = [{"params": backbone, "lr": self.training.backbone_lr}, {"params": head, "lr": self.training.head_lr}]
+        if device.type != "cpu":  # tensors a head-builder kept on the method (LSH planes, targets) follow it
+            for key, value in vars(self).items():
+                if isinstance(value, torch.Tensor):
+                    setattr(self, key, value.to(device))
+        head_rate, backbone_rate = self.training.rates
+        groups = [{"params": [p for p in module.parameters() if p.requires_grad], "lr": rate}
+                  for module, rate in ((self.trainable, backbone_rate), (self.head, head_rate))]
+        groups = [group for group in groups if group["params"]]
         self.loss_history = []
-        if (backbone or head) and self.training.steps:
-            optimiser = torch.optim.Adam([g for g in groups if g["params"]], weight_decay=self.training.weight_decay)
+        if groups and self.training.steps:
+            optimiser = torch.optim.Adam(groups, weight_decay=self.training.weight_decay)
+            scaler = torch.amp.GradScaler("cuda") if self.training.amp else None
             n = len(batch.labels)
             for step in range(self.training.steps):
                 rows = torch.randperm(n, generator=generator)[: self.training.batch_size].to(device)
-                with torch.autocast("cuda", enabled=self.training.amp):
+                with torch.autocast("cuda", dtype=torch.float16, enabled=self.training.amp):
                     loss = self.loss(self.head, self.student_features(batch.inputs[rows]), batch, rows, step)
                 optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
+                if scaler is None:
+                    loss.backward()
+                    optimiser.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimiser)
+                    scaler.update()
                 self.after_step(self.head, step)
                 self.loss_history.append(float(loss.detach()))
         return self
 
     def predict(self, query_ids: Any) -> torch.Tensor:
-        """``(n_query, n_way)`` logits, on the CPU."""
+        """``(n_query, n_way)`` logits."""
         inputs = self.context.frozen_outputs(np.asarray(query_ids), [0], self.training.train_layers).flatten(0, 1)
         with torch.no_grad():
             return self.logits(self.head, self.student_features(inputs.to(self.context.device))).float().cpu()
@@ -193,12 +233,3 @@ def nearest_mean_layer(features: torch.Tensor, labels: torch.Tensor, n_way: int,
         layer.weight.copy_(2 * scale * means)
         layer.bias.copy_(-scale * (means**2).sum(1))
     return layer
-
-
-def _move_tensors(method: Any, device: torch.device) -> None:
-    """Move the tensors a method's ``build_head`` left on its attributes (targets, codes, planes) to ``device``."""
-    if device.type == "cpu":
-        return
-    for name, value in vars(method).items():
-        if isinstance(value, torch.Tensor):
-            setattr(method, name, value.to(device))

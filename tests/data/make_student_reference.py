@@ -1,0 +1,34 @@
+"""Run on the OLD code: logits of a fixed small config, saved as the reference for new code."""
+import sys
+import torch
+from pathlib import Path
+from tcs_fewshot.data.benchmarks.emoji import Emoji
+from tcs_fewshot.data.benchmarks.emoji_catalog import MIN_EMOJI
+from tcs_fewshot.data.tasks import TaskSpec, sample_tasks
+from tcs_fewshot.methods.student_context import StudentContext
+from tcs_fewshot.methods.student_training import TrainingSettings
+from tcs_fewshot.methods.finetune import FineTune, StudentNCM
+from tcs_fewshot.methods.kd import LogitKD
+from tcs_fewshot.methods.tcs import TCS
+from tcs_fewshot.models.cache import FeatureCache
+from tcs_fewshot.models.students import build_student
+from tcs_fewshot.models.teachers import load_teacher
+
+SMALL = {"styles": ("openmoji",), "max_subgroups": 5, "max_emoji": 8, "min_instances": MIN_EMOJI, "progress": False}
+out = Path(sys.argv[1])
+torch.set_num_threads(1)
+data = Emoji(**SMALL).load(out.parent / "emoji")
+teacher = load_teacher("torchvision:mobilenet_v2")
+cache = FeatureCache(out.parent / "features")
+task = sample_tasks(data.index, TaskSpec(split="test", ways=3, shots=2, queries=3, seed=0), 1).tasks[0]
+torch.manual_seed(0)
+context = StudentContext(data, teacher, cache, build_student("conv4-16", image_size=32), views=1)
+result = {}
+for layers in ("head", "last", "all"):
+    settings = TrainingSettings(steps=8, learning_rate=0.01, batch_size=5, train_layers=layers)
+    for name, cls, kw in (("student-ncm", StudentNCM, {}), ("finetune", FineTune, {}), ("kd", LogitKD, {}), ("tcs", TCS, {"components": 4})):
+        method = cls(context, settings, **kw).fit(task.support_ids, task.support_labels)
+        result[f"{name}/{layers}"] = method.predict(task.query_ids).detach().clone()
+result["support_ids"] = list(map(str, task.support_ids))
+torch.save(result, out)
+print({k: v.shape if hasattr(v, "shape") else v for k, v in result.items()})
