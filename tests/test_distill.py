@@ -74,7 +74,7 @@ def test_selection_prunes_coordinates_by_cross_entropy_relevance(setup):
     result = distill(data, teacher, cache, scratch(), settings)
     assert [r["selected"] for r in result.history] == [6, 5, 4]
     with pytest.raises(TcsFewshotError, match="selection needs"):
-        DistillSettings(objective="tcs", selection=True)
+        DistillSettings(objective="tcs", selection=True, ce_weight=0.0)
 
 
 def test_evaluated_classes_never_train_or_choose(setup):
