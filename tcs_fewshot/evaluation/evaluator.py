@@ -71,9 +71,9 @@ def evaluate(
             A re-run into it skips finished (task, method) pairs, so a killed run resumes.
         config: Extra settings to record; a resume must have the same.
         fail_fast: Stop at the first failing method (its row is stored first).
-        measure_memory: Record peak memory per (task, method) from a second, traced
-            fit+predict (the timed pass runs untraced); doubles the methods' cost. Off gives
-            ``peak_memory_mb = NaN``.
+        measure_memory: Record ``peak_memory_mb`` per (task, method), sampled during the
+            timed fit+predict (no second pass): RSS growth on CPU, torch's peak allocation on
+            CUDA, named in ``memory_measure``. Off gives ``peak_memory_mb = NaN``.
         progress: Show a rich progress bar with the live mean and 95% CI per method.
         executor: Where rows are computed (default :class:`LocalExecutor`, this process); a
             :class:`RayExecutor` sends chunks of tasks to Ray workers, which receive the
