@@ -277,7 +277,9 @@ def _write_report(run_dirs, fmt, out, reference, ci, which: tuple[str, ...],
     summary_table, paired_table = compare_loaded(runs, reference, ci)
     warnings = [text + (f" (runs: {', '.join(labels)})" if len(runs) > 1 else "")
                 for text, labels in distinct_warnings((run.label, run.manifest) for run in runs)]
-    notes = paired_table.attrs.get("unpaired", [])
+    notes = list(paired_table.attrs.get("unpaired", []))
+    notes += [f"fallback{f' ({run.label})' if len(runs) > 1 else ''}: {text}"
+              for run in runs for text in run.manifest.get("config", {}).get("fallbacks", [])]
     if fmt is None:
         for renderable in terminal_report(summary_table, paired_table, warnings, notes, shown):
             console.print(renderable)

@@ -197,6 +197,21 @@ def base_mean(index: LabelIndex, feature_set: FeatureSet, spec: TaskSpec) -> np.
     return None
 
 
+def silent_fallbacks(config: RunConfig, kinds: dict[str, str], mean: np.ndarray | None,
+                     data: BenchmarkData | None) -> list[str]:
+    """One line per default the run chose from the data rather than from its settings."""
+    fallbacks = []
+    if "simpleshot" in config.methods and mean is None:
+        why = "pFSL evaluates every class" if config.protocol == "pfsl" else "no base split disjoint from the evaluated classes"
+        fallbacks.append(f"simpleshot centres on each task's support mean ({why})")
+    if "student" in kinds.values() and config.student_image_size is None and config.student_checkpoint is None:
+        first = str(data.index.item_ids[0])
+        size = min(84, data.load_image(first).width)
+        fallbacks.append(f"student image size {size} px taken from the first item '{first}' (its width, at most 84); "
+                         "set --student-image-size")
+    return fallbacks
+
+
 def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progress: bool = False,
                    fail_fast: bool = False, executor: Executor | None = None) -> RunResult:
     """Sample (or load) the tasks, evaluate the methods into ``run_dir`` and summarise.
@@ -236,6 +251,9 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
         recorded["methods_settings"] = method_settings
     recorded["data_fingerprint"] = index.fingerprint
     recorded["data"] = provenance
+    fallbacks = silent_fallbacks(config, kinds, mean, loaded.data)
+    if fallbacks:  # absent when none, so runs without one keep their identity
+        recorded["fallbacks"] = fallbacks
     records = evaluate(task_set, methods, inputs, run_dir=run_dir, config=recorded,
                        fail_fast=fail_fast, progress=progress, executor=executor)
     reference = config.reference or config.methods[0]
