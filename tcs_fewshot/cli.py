@@ -454,7 +454,12 @@ def cache_info_command() -> None:
         console.print(f"the feature cache at {default_root()} is empty")
         return
     table["size_mb"] = table["size_mb"].round(1)
-    console.print(rich_table(table[["teacher", "dataset", "items", "items_filled", "views", "feature_dim", "size_mb"]]))
+    console.print(rich_table(table[["teacher", "dataset", "items", "items_filled", "views", "feature_dim", "size_mb",
+                                    "invalidated"]]))
+    for row in table.itertuples():
+        if row.last_invalidated:  # why features were recomputed: the files changed under the cache
+            console.print(f"{row.teacher} on {row.dataset}: {row.invalidated} items recomputed after their file "
+                          f"changed; latest {row.last_invalidated}", markup=False, highlight=False)
 
 
 @cache.command("clear")
