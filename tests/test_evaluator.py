@@ -324,3 +324,40 @@ def test_method_order_does_not_move_the_shared_fill_into_a_clock(toy_index, orde
     seconds = records.groupby("method")["fit_seconds"].max()
     assert (seconds < 0.15).all(), f"a method paid the 0.3 s fill inside its clock: {seconds.to_dict()}"
     assert records["failure"].isna().all()
+
+
+def test_adding_a_method_evaluates_only_it_and_changed_settings_are_refused_by_name(toy_index, toy_features, tmp_path):
+    from tcs_fewshot.errors import RunDirectoryError
+
+    tasks = sample_tasks(toy_index, SPEC, 4)
+    fits = {"tcs": 0, "kd": 0}
+
+    class Counted(NearestClassMean):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def fit(self, x, y):
+            fits[self.name] += 1
+            return super().fit(x, y)
+
+    run = tmp_path / "run"
+    evaluate(tasks, {"tcs": Counted("tcs")}, toy_features, run_dir=run, method_settings={"tcs": {"components": 16}})
+    both = evaluate(tasks, {"tcs": Counted("tcs"), "kd": Counted("kd")}, toy_features, run_dir=run,
+                    method_settings={"tcs": {"components": 16}, "kd": {"temperature": 4}})
+    assert fits == {"tcs": 4, "kd": 4}, "adding kd evaluates only kd"
+    assert set(both["method"]) == {"tcs", "kd"} and both.groupby("method")["task_checksum"].apply(tuple).nunique() == 1
+    assert read_manifest(run)["method_settings"]["kd"] == {"temperature": 4}
+    with pytest.raises(RunDirectoryError, match=r"method 'tcs' .* other settings \(tcs.components was 16, now 8\)"):
+        evaluate(tasks, {"tcs": Counted("tcs")}, toy_features, run_dir=run, method_settings={"tcs": {"components": 8}})
+
+
+def test_student_settings_are_per_method_not_run_identity():
+    from tcs_fewshot.evaluation.experiment import RunConfig, per_method_settings
+
+    built = {"student": {"spec": "conv4-32"}, "tcs": {"components": 16}, "kd": {"temperature": 4}}
+    alone = per_method_settings(RunConfig(methods=("tcs",)), {"tcs": "student"}, built)
+    with_kd = per_method_settings(RunConfig(methods=("tcs", "kd"), method_options={"kd": {"temperature": 4}}),
+                                  {"tcs": "student", "kd": "student"}, built)
+    assert with_kd["tcs"] == alone["tcs"], "adding kd (and its options) leaves tcs's settings as they were"
+    assert with_kd["kd"]["options"] == {"temperature": 4}
