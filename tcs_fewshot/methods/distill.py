@@ -28,6 +28,7 @@ from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.methods.coordinates import CoordinateSystem
 from tcs_fewshot.methods.distributed import (
     all_reduce_batch_norm,
+    freeze_biases_before_batch_norm,
     init_from_environment,
     plain_batch_norm,
     sum_over_processes,
@@ -160,6 +161,7 @@ def distill(data: BenchmarkData, teacher: Teacher, cache: FeatureCache, student:
     if settings.batch_size % world_size:
         raise TcsFewshotError(f"--batch-size {settings.batch_size} must be a multiple of the {world_size} processes")
     network = DistillNetwork(student.model, head).train()
+    freeze_biases_before_batch_norm(network)  # their gradient is 0 exactly: rounding noise only
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
