@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import cpu_model  # noqa: E402
+from timing import cpu_model, revision  # noqa: E402
 
 TARGET_SECONDS = 15 * 60
 
@@ -42,7 +42,7 @@ def main() -> None:
         ("same command again (resume: everything stored)", again),
     ]
     lines = ["# The default run on this machine", "",
-             f"Machine: {cpu_model()}, {os.cpu_count()} cores. Command: `tcs-fewshot run --shots 5` "
+             f"Revision: `{revision()}`. Machine: {cpu_model()}, {os.cpu_count()} cores. Command: `tcs-fewshot run --shots 5` "
              f"(5-way 5-shot, 600 tasks, emoji, default methods) in an empty data home.", "",
              "| what | seconds | target | verdict |", "|---|---|---|---|"]
     for label, seconds in rows:

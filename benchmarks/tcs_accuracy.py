@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from timing import cpu_model  # noqa: E402
+from timing import cpu_model, revision  # noqa: E402
 
 from tcs_fewshot.data.tasks import TaskSpec, sample_tasks  # noqa: E402
 from tcs_fewshot.evaluation.evaluator import evaluate  # noqa: E402
@@ -96,7 +96,7 @@ def main() -> None:
             f"({teacher_flops / flops_per_image(student):.1f}x the student's FLOPs).")
     name = args.name or f"tcs_accuracy_{args.benchmark}_{args.split}"
     text = "\n\n".join([f"# TCS and baselines on {args.benchmark} ({args.split} split)",
-                         f"Machine: {cpu_model()}, 1 torch thread. {cost}", f"Command: `python {' '.join(sys.argv)}`",
+                         f"Revision: `{revision()}`. Machine: {cpu_model()}, 1 torch thread. {cost}", f"Command: `python {' '.join(sys.argv)}`",
                          *sections])
     out = Path(__file__).resolve().parent / "results" / f"{name}.md"
     out.write_text(text + "\n")

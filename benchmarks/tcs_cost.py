@@ -60,7 +60,7 @@ def measure(args: argparse.Namespace) -> dict:
 
 def table(rows: dict[str, dict], args: argparse.Namespace) -> str:
     """The markdown results: time and memory growth per method, and TCS's ratios to each."""
-    from timing import cpu_model
+    from timing import cpu_model, revision
 
     growth = {method: row["peak_rss_mb"] - row["rss_before_tasks_mb"] for method, row in rows.items()}
     tcs = rows["tcs"]
@@ -72,7 +72,7 @@ def table(rows: dict[str, dict], args: argparse.Namespace) -> str:
                      f"{row['teacher_passes_per_task']:.0f} |")
     return "\n".join([
         "# Cost per task: TCS against logit KD and FitNets (equal steps)", "",
-        f"Machine: {cpu_model()}, {args.threads} torch thread(s). {args.tasks - 1} timed tasks (5-way {args.shots}-shot, "
+        f"Revision: `{revision()}`. Machine: {cpu_model()}, {args.threads} torch thread(s). {args.tasks - 1} timed tasks (5-way {args.shots}-shot, "
         f"emoji test split) after one warm-up task; {args.steps} steps of batch {args.batch_size}, train_layers "
         f"{args.train_layers}, {args.views} augmented views per image, student {args.checkpoint}.", "",
         f"Command: `python benchmarks/tcs_cost.py {' '.join(sys.argv[1:])}`", "", *lines, "",

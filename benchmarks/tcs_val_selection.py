@@ -20,7 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from timing import cpu_model  # noqa: E402
+from timing import cpu_model, revision  # noqa: E402
 
 from tcs_fewshot.data.tasks import TaskSpec, sample_tasks  # noqa: E402
 from tcs_fewshot.evaluation.evaluator import evaluate  # noqa: E402
@@ -72,7 +72,7 @@ def main() -> None:
         sections.append("\n".join([f"## 5-way {shots}-shot, {args.tasks} validation tasks", "", to_markdown(table), "",
                                    "Paired against the default tcs:", "", to_markdown(differences)]))
     text = "\n\n".join(["# Choosing TCS's per-task settings on the validation split",
-                        f"Machine: {cpu_model()}, 1 torch thread. Student {args.checkpoint}; {args.views} views, "
+                        f"Revision: `{revision()}`. Machine: {cpu_model()}, 1 torch thread. Student {args.checkpoint}; {args.views} views, "
                         f"{args.steps} steps, train_layers head.", f"Command: `python {' '.join(sys.argv)}`", *sections])
     out = Path(__file__).resolve().parent / "results" / "tcs_val_selection.md"
     out.write_text(text + "\n")

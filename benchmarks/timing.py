@@ -24,11 +24,23 @@ def cpu_model() -> str:
     return next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "unknown")
 
 
+def revision() -> str:
+    """The git revision of this checkout (with ``-dirty`` when files differ), or ``unknown``."""
+    import subprocess
+
+    try:
+        found = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True,
+                               text=True, cwd=Path(__file__).resolve().parent, timeout=30)
+    except OSError:
+        return "unknown"
+    return found.stdout.strip() or "unknown"
+
+
 def write_results(head: str, rows: list[tuple[str, ...]], notes: str, out: Path | None) -> None:
     """Print the results table (header, one row per measurement, notes); write it to ``out`` if given."""
     table = ["| measurement | ours | reference/target | ratio or verdict |", "|---|---|---|---|"]
     table += [f"| {' | '.join(row)} |" for row in rows]
-    markdown = "\n".join([head, "", *table, notes])
+    markdown = "\n".join([head, "", f"Revision: `{revision()}`.", "", *table, notes])
     print(markdown)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

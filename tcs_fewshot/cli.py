@@ -287,7 +287,9 @@ def _write_report(run_dirs, fmt, out, reference, ci, which: tuple[str, ...],
     summary_table, paired_table = compare_loaded(runs, reference, ci)
     warnings = [text + (f" (runs: {', '.join(labels)})" if len(runs) > 1 else "")
                 for text, labels in distinct_warnings((run.label, run.manifest) for run in runs)]
-    notes = paired_table.attrs.get("unpaired", [])
+    notes = list(paired_table.attrs.get("unpaired", []))
+    notes += [f"fallback{f' ({run.label})' if len(runs) > 1 else ''}: {text}"
+              for run in runs for text in run.manifest.get("config", {}).get("fallbacks", [])]
     if fmt is None:
         for renderable in terminal_report(summary_table, paired_table, warnings, notes, shown):
             console.print(renderable)
@@ -462,7 +464,12 @@ def cache_info_command() -> None:
         console.print(f"the feature cache at {default_root()} is empty")
         return
     table["size_mb"] = table["size_mb"].round(1)
-    console.print(rich_table(table[["teacher", "dataset", "items", "items_filled", "views", "feature_dim", "size_mb"]]))
+    console.print(rich_table(table[["teacher", "dataset", "items", "items_filled", "views", "feature_dim", "size_mb",
+                                    "invalidated"]]))
+    for row in table.itertuples():
+        if row.last_invalidated:  # why features were recomputed: the files changed under the cache
+            console.print(f"{row.teacher} on {row.dataset}: {row.invalidated} items recomputed after their file "
+                          f"changed; latest {row.last_invalidated}", markup=False, highlight=False)
 
 
 @cache.command("clear")

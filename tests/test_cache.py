@@ -292,3 +292,57 @@ def test_default_root_and_user_errors(tmp_path):
                                   cache.features(make_teacher(), data))
     with pytest.raises(TcsFewshotError, match="feature_dim"):
         FeatureCache(tmp_path).features(wrong, data)  # same identity, other width: refuse, never mix
+
+
+def folder_data(root, seed):
+    """The ids of make_data as PNG files under ``root``, with pixels drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    ids = [f"c{i % 3}/img{i:02d}.png" for i in range(N_ITEMS)]
+    for item in ids:
+        (root / item).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(root / item)
+    index = LabelIndex.from_items(ids, [item[:2] for item in ids], name="tiny")
+    return BenchmarkData(index=index, scheme="all", load_image=lambda item: Image.open(root / item).convert("RGB"),
+                         root=root)
+
+
+def test_same_ids_with_other_pixels_are_not_served_from_the_cache(tmp_path):
+    first, second = folder_data(tmp_path / "a", seed=1), folder_data(tmp_path / "b", seed=2)
+    assert first.index.fingerprint == second.index.fingerprint  # same ids, labels and splits
+    cache = FeatureCache(tmp_path / "cache")
+    a = cache.features(make_teacher(), first)[:, 0]
+    b = FeatureCache(tmp_path / "cache").features(make_teacher(), second)[:, 0]
+    np.testing.assert_allclose(b, direct(second, second.index.item_ids), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(a, b)
+
+
+def test_a_changed_file_recomputes_only_its_row_and_says_why(tmp_path):
+    data = folder_data(tmp_path / "a", seed=1)
+    before = FeatureCache(tmp_path / "cache").features(make_teacher(), data)[:, 0]
+    rewritten, touched = tmp_path / "a" / "c1/img04.png", tmp_path / "a" / "c2/img05.png"
+    Image.fromarray(np.full((40, 48, 3), 200, dtype=np.uint8)).save(rewritten)
+    stamp = touched.stat().st_mtime_ns + 10**9
+    os.utime(touched, ns=(stamp, stamp))
+    cache = FeatureCache(tmp_path / "cache")
+    after = cache.features(make_teacher(), data)[:, 0]
+    assert cache.forward_passes == 2, "only the rewritten and the touched file are recomputed"
+    row = list(data.index.item_ids).index("c1/img04.png")
+    np.testing.assert_allclose(after[row], direct(data, ["c1/img04.png"])[0], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(after[row], before[row])
+    unchanged = [i for i, item in enumerate(data.index.item_ids) if item != "c1/img04.png"]
+    np.testing.assert_allclose(after[unchanged], before[unchanged], rtol=1e-5, atol=1e-6)
+    info = cache_info(tmp_path / "cache").iloc[0]
+    assert info["invalidated"] == 2 and "file changed" in info["last_invalidated"]
+    again = FeatureCache(tmp_path / "cache")
+    again.features(make_teacher(), data)
+    assert again.forward_passes == 0
+
+
+def test_a_rebuilt_embedded_benchmark_is_a_new_entry(tmp_path):
+    data = make_data()
+    built = BenchmarkData(data.index, data.scheme, data.load_image, data.root, {"build": {"checksum": "one"}})
+    rebuilt = BenchmarkData(data.index, data.scheme, data.load_image, data.root, {"build": {"checksum": "two"}})
+    FeatureCache(tmp_path).features(make_teacher(), built)
+    cache = FeatureCache(tmp_path)
+    cache.features(make_teacher(), rebuilt)
+    assert cache.forward_passes == N_ITEMS

@@ -227,3 +227,30 @@ def test_run_with_the_offline_teacher_caches_its_features(tmp_path):
     assert cache, "teacher features are cached on disk"
     info = run_cli("cache", "info")
     assert info.returncode == 0 and "1280" in info.stdout
+
+
+def test_fallbacks_are_recorded_in_the_manifest_and_reported(tmp_path, features_file):
+    run = tmp_path / "run"
+    result = run_cli("run", "--features", str(features_file), "--protocol", "pfsl", "--shots", "2", "--tasks", "2",
+                     "--methods", "simpleshot", "--out", str(run), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    fallbacks = json.loads((run / "manifest.json").read_text())["config"]["fallbacks"]
+    assert fallbacks == ["simpleshot centres on each task's support mean (pFSL evaluates every class)"]
+    shown = run_cli("report", str(run))
+    assert shown.returncode == 0 and "support mean" in shown.stdout
+    markdown = run_cli("report", str(run), "--format", "md")
+    assert "fallback: simpleshot centres on each task's support mean" in markdown.stderr
+
+
+def test_the_student_image_size_is_a_documented_default_not_read_from_the_data():
+    from types import SimpleNamespace
+
+    from tcs_fewshot.evaluation.experiment import RunConfig, silent_fallbacks
+    from tcs_fewshot.models.students import DEFAULT_STUDENT_IMAGE_SIZE, build_student
+
+    def no_image(item):
+        raise AssertionError("the student's size must not come from an image")
+
+    data = SimpleNamespace(index=SimpleNamespace(item_ids=np.array(["a/1.png"])), load_image=no_image)
+    assert silent_fallbacks(RunConfig(methods=("tcs",)), {"tcs": "student"}, None, data) == []
+    assert build_student(RunConfig().student).image_size == DEFAULT_STUDENT_IMAGE_SIZE == 64

@@ -12,6 +12,7 @@ from PIL import Image
 from tcs_fewshot.methods.distributed import (
     AllReduceBatchNorm,
     all_reduce_batch_norm,
+    freeze_biases_before_batch_norm,
     plain_batch_norm,
 )
 from tcs_fewshot.models.students import build_student
@@ -52,13 +53,15 @@ def test_two_processes_give_the_single_process_checkpoint(shapes, tmp_path):
     a = torch.load(single, weights_only=True)
     b = torch.load(parallel, weights_only=True)
     assert a["state_dict"].keys() == b["state_dict"].keys()
-    # The two runs differ only in float rounding (a gradient summed in two halves). Parameters
-    # with a true gradient follow the same path; those the loss cannot see have none, and Adam
-    # turns their rounding noise into steps of up to the learning rate: a conv bias feeding
-    # batch norm (and the running mean that tracks it), and the last block's batch-norm scale
-    # along the direction the distillation's feature standardisation removes. So the check is
-    # on the convolution weights and on the function the students compute (standardised
-    # features), not on those unidentifiable values.
+    # The conv biases before batch norm have an exactly zero gradient; once Adam scaled their
+    # rounding noise into 1e-3 steps that differed by machine. They are frozen: equal bit for bit.
+    for key in [f"features.{i}.bias" for i in (0, 4, 8, 12)]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    # Otherwise the two runs differ only in float rounding (a gradient summed in two halves).
+    # Parameters with a real gradient follow the same path; the last block's batch-norm scale
+    # moves along a direction the distillation's feature standardisation removes, where Adam
+    # turns rounding noise into steps of the learning rate. So the check is on the convolution
+    # weights and on the function the students compute (standardised features).
     for key, value in a["state_dict"].items():
         if key.endswith(".weight") and value.dim() == 4:
             assert torch.allclose(value, b["state_dict"][key], atol=1e-4), key
@@ -90,3 +93,16 @@ def test_all_reduce_batch_norm_in_a_world_of_one_is_batch_norm(tmp_path):
     assert not any(isinstance(m, AllReduceBatchNorm) for m in model.modules())
     for key, value in reference.state_dict().items():
         assert torch.allclose(model.state_dict()[key].float(), value.float(), atol=1e-5), f"running statistics: {key}"
+
+
+def test_biases_before_batch_norm_are_frozen_and_change_nothing():
+    torch.manual_seed(0)
+    model = build_student("conv4-8", image_size=16).model.train()
+    assert freeze_biases_before_batch_norm(model) == [f"features.{i}.bias" for i in (0, 4, 8, 12)]
+    x = torch.randn(6, 3, 16, 16)
+    before = model(x)
+    with torch.no_grad():
+        model.features[4].bias.add_(0.5)  # batch norm subtracts it again
+    assert torch.allclose(model(x), before, atol=1e-5)
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert "features.4.weight" in trainable and "features.4.bias" not in trainable

@@ -1,6 +1,7 @@
 """Manifests: counts of the published splits, integrity, the Chen rule, and a reproducible build."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from tcs_fewshot.data.manifests import (
 from tcs_fewshot.errors import TcsFewshotError
 
 REPO = Path(__file__).resolve().parents[1]
-SPLITS_DIR = REPO.parent / "shared" / "splits"  # CI has the shared splits beside the clone
+SPLITS_DIR = REPO / "data_manifests" / "sources"  # the published split files, copied with provenance
 
 # The class counts of the published splits (REFERENCES.md), per (benchmark, scheme).
 COUNTS = {
@@ -148,8 +149,7 @@ def test_unknown_benchmark_or_scheme_lists_what_exists():
 
 
 def test_builder_reproduces_committed_manifests(tmp_path, capsys):
-    assert (SPLITS_DIR / "README.md").is_file(), f"the shared splits are expected at {SPLITS_DIR}"
-    assert main([str(SPLITS_DIR), "--out", str(tmp_path)]) == 0
+    assert main(["--out", str(tmp_path)]) == 0  # reads data_manifests/sources by default
     written = sorted(tmp_path.rglob("*.json"))
     assert {(p.parent.name, p.stem) for p in written} == set(COUNTS)
     for path in written:
@@ -213,3 +213,17 @@ def test_installed_wheel_carries_the_manifests(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True, cwd=tmp_path,
                          env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"}).stdout.split()
     assert out == [str(tmp_path / "site" / "tcs_fewshot" / "manifests"), "100"]
+
+
+def test_nothing_reads_files_outside_the_repository():
+    """A fresh clone with no sibling folders must run: no code or test names ``../shared``."""
+    outside = re.compile(r"""parents?(\[\d\])?\s*/\s*["']shared["']|\.\./shared|/work/shared""")
+    this_file = Path(__file__).resolve()
+    offenders = [
+        str(path.relative_to(REPO))
+        for folder in ("tcs_fewshot", "tests", "benchmarks")
+        for path in (REPO / folder).rglob("*.py")
+        if path.resolve() != this_file and outside.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []
+    assert (SPLITS_DIR / "README.md").is_file()

@@ -83,6 +83,29 @@ def test_pfsl_tasks_use_all_classes_and_the_whole_test_split():
     assert tasks.spec.split == "all" and tasks.spec.ways is None
 
 
+def test_pfsl_query_order_carries_no_label_on_cub_style_ids():
+    """CUB ids start with the class folder, so sorted queries would come out grouped by label."""
+    names = [f"{c + 1:03d}.Bird_{c}" for c in range(10)]
+    ids, labels, is_train = [], [], []
+    for c, name in enumerate(names):
+        for i in range(20):
+            ids.append(f"{name}/{name}_{i:04d}.jpg")
+            labels.append(name)
+            is_train.append(i < 10)
+    index = LabelIndex.from_items(np.array(ids), np.array(labels), {"all": names},
+                                  is_train=np.array(is_train), name="cub_style")
+    tasks = sample_tasks(index, TaskSpec(protocol="pfsl", shots=1, seed=0), 3)
+    test_ids = {item for item, train in zip(ids, is_train) if not train}
+    hits = []
+    for task in tasks:
+        # A position-only cheat: the q-th query gets the class whose block q falls in.
+        guess = np.arange(len(task.query_ids)) * len(task.classes) // len(task.query_ids)
+        hits.append(np.mean(guess == task.query_labels))
+        assert set(task.query_ids.tolist()) == test_ids
+    assert max(hits) < 0.3, f"position alone scores {hits} (chance is 0.1)"
+    assert len({tuple(task.query_ids) for task in tasks}) == 3, "each repeat shuffles its queries"
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [

@@ -2,10 +2,10 @@
 
 Usage::
 
-    python -m tcs_fewshot.data.build_manifests SPLITS_DIR [--out data_manifests]
+    python -m tcs_fewshot.data.build_manifests [SPLITS_DIR] [--out data_manifests]
 
-``SPLITS_DIR`` is the collection of split files described by its ``README.md`` (the project's
-``../shared/splits``). Class lists are read from those files, never typed here. The README is
+``SPLITS_DIR`` is the collection of split files described by its ``README.md``; by default the
+repository's copy, ``data_manifests/sources`` (whose README gives each file's provenance). Class lists are read from those files, never typed here. The README is
 read too: for each source file, its commit, licence and verbatim/derived status, and the
 counts it states, which the build checks against what the files give. Any disagreement (or the
 Chen et al. sort rule not reproducing its files) stops the build with a one-line error.
@@ -28,6 +28,8 @@ from tcs_fewshot.data.manifests import FORMAT, VERSION, manifest_checksum
 from tcs_fewshot.errors import TcsFewshotError
 
 SPLITS = ("train", "val", "test")
+# The published split files, copied into the repository with their README (provenance).
+DEFAULT_SPLITS_DIR = Path(__file__).resolve().parents[2] / "data_manifests" / "sources"
 CUB_IMAGES = 11_788  # REFERENCES.md, "CUB-200-2011 on disk"
 CIFAR_PER_CLASS = 600  # CIFAR-100: 500 train + 100 test images per fine class
 MINI_PER_CLASS = 600  # the Ravi CSVs list 600 images per class
@@ -115,7 +117,7 @@ class Sources:
     def path(self, name: str) -> Path:
         path = self.directory / name
         if not path.is_file():
-            raise TcsFewshotError(f"split file '{path}' is missing; pass the complete shared splits directory")
+            raise TcsFewshotError(f"split file '{path}' is missing; pass the complete splits directory")
         return path
 
     def text(self, name: str) -> str:
@@ -381,7 +383,9 @@ def write_manifests(manifests: list[dict[str, Any]], out: str | Path) -> list[Pa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tcs_fewshot.data.build_manifests",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("splits_dir", type=Path, help="directory of the published split files (with README.md)")
+    parser.add_argument("splits_dir", type=Path, nargs="?", default=DEFAULT_SPLITS_DIR,
+                        help="directory of the published split files (with README.md; "
+                             "default: data_manifests/sources)")
     parser.add_argument("--out", type=Path, default=Path("data_manifests"),
                         help="where to write (default: data_manifests)")
     args = parser.parse_args(argv)

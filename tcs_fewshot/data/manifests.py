@@ -59,7 +59,7 @@ def list_manifests() -> list[tuple[str, str]]:
     return sorted(
         (folder.name, file.name[: -len(".json")])
         for folder in root.iterdir()
-        if folder.is_dir() and not folder.name.startswith(("_", "."))
+        if folder.is_dir() and not folder.name.startswith(("_", ".")) and folder.name != "sources"
         for file in folder.iterdir()
         if file.name.endswith(".json")
     )

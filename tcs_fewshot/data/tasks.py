@@ -229,16 +229,18 @@ class TaskSampler:
         support = np.concatenate(
             [members[rng.choice(len(members), size=shots, replace=False)] for members in self._train_members]
         )
-        # The query set is the whole test split, sorted by id: its order carries no label.
         support_order = rng.permutation(len(support))
+        # The query set is the whole test split, shuffled per repeat: sorted ids (CUB's start with
+        # the class folder) would hand the labels out in order.
+        query_order = rng.permutation(len(self._query_positions))
         ids = self.index.item_ids
         return Task(
             index=int(task_index),
             classes=self.classes,
             support_ids=ids[support[support_order]],
             support_labels=np.repeat(np.arange(len(self.classes), dtype=np.int64), shots)[support_order],
-            query_ids=ids[self._query_positions],
-            query_labels=self._query_labels,
+            query_ids=ids[self._query_positions[query_order]],
+            query_labels=self._query_labels[query_order],
         )
 
     def __iter__(self) -> Iterator[Task]:

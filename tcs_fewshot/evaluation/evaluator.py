@@ -53,6 +53,7 @@ def evaluate(
     *,
     run_dir: str | os.PathLike | None = None,
     config: Mapping[str, Any] | None = None,
+    method_settings: Mapping[str, Any] | None = None,
     fail_fast: bool = False,
     measure_memory: bool = True,
     progress: bool = False,
@@ -70,10 +71,12 @@ def evaluate(
         run_dir: Directory for the crash-safe store, the manifest and the tasks file.
             A re-run into it skips finished (task, method) pairs, so a killed run resumes.
         config: Extra settings to record; a resume must have the same.
+        method_settings: name -> settings of that method alone; a method already in the run
+            must have the same, a new one is added (evaluated on the same tasks).
         fail_fast: Stop at the first failing method (its row is stored first).
-        measure_memory: Record peak memory per (task, method) from a second, traced
-            fit+predict (the timed pass runs untraced); doubles the methods' cost. Off gives
-            ``peak_memory_mb = NaN``.
+        measure_memory: Record ``peak_memory_mb`` per (task, method), sampled during the
+            timed fit+predict (no second pass): RSS growth on CPU, torch's peak allocation on
+            CUDA, named in ``memory_measure``. Off gives ``peak_memory_mb = NaN``.
         progress: Show a rich progress bar with the live mean and 95% CI per method.
         executor: Where rows are computed (default :class:`LocalExecutor`, this process); a
             :class:`RayExecutor` sends chunks of tasks to Ray workers, which receive the
@@ -93,7 +96,7 @@ def evaluate(
     executor = executor if executor is not None else LocalExecutor()
     session = {"executor": executor.describe()}
     compute = ChunkRows(prepared, inputs, _spec_columns(tasks), measure_memory, fail_fast)
-    run = _Run(Path(run_dir), tasks, list(prepared), config, session) if run_dir is not None else None
+    run = _Run(Path(run_dir), tasks, list(prepared), config, session, method_settings) if run_dir is not None else None
     rows: list[dict[str, Any]] = []
     total = len(tasks) if hasattr(tasks, "__len__") else None
     try:
@@ -155,7 +158,7 @@ class _Run:
     """An open run directory: manifest checked, lock held, store open, stored rows read."""
 
     def __init__(self, run_dir: Path, tasks: Any, method_names: list[str], config: Mapping[str, Any] | None,
-                 session: Mapping[str, Any] | None = None) -> None:
+                 session: Mapping[str, Any] | None = None, method_settings: Mapping[str, Any] | None = None) -> None:
         self.path = run_dir
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +182,7 @@ class _Run:
                     dataset={"name": tasks.dataset_name, "fingerprint": tasks.dataset_fingerprint},
                     tasks_checksum=tasks.checksum,
                 )
-            manifest = open_manifest(run_dir, identity, method_names, session)
+            manifest = open_manifest(run_dir, identity, method_names, session, method_settings)
             if isinstance(tasks, TaskSet) and not (run_dir / "tasks.json.gz").exists():
                 save_tasks(tasks, run_dir / "tasks.json.gz")
             self.store = RecordStore(run_dir / "records.sqlite", identity=manifest_identity(manifest))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -205,6 +206,41 @@ def base_mean(index: LabelIndex, feature_set: FeatureSet, spec: TaskSpec) -> np.
     return None
 
 
+# Settings that only student methods read: recorded per student method, not in the run's identity,
+# so that adding a method to a run evaluates just that method on the same tasks.
+STUDENT_KEYS = ("student", "student_init", "student_weights", "student_checkpoint", "student_image_size",
+                "student_views", "training", "method_options", "distill", "transductive")
+
+
+def per_method_settings(config: RunConfig, kinds: dict[str, str], built: dict[str, Any]) -> dict[str, Any]:
+    """name -> what that method's numbers depend on beyond the run's tasks and data (checked per method)."""
+    raw = asdict(config)
+    settings: dict[str, Any] = {}
+    for name in config.methods:
+        own: dict[str, Any] = {"kind": kinds[name]}
+        if name in built:
+            own["described"] = built[name]
+        if kinds[name] == "student":
+            objective = name.partition("@")[2]
+            own["student"] = built.get(f"student@{objective}" if objective else "student")
+            # The base-split distillation decides only the numbers of <method>@<objective>.
+            skipped = ("method_options", "transductive") + (() if objective else ("distill",))
+            own["config"] = {key: raw[key] for key in STUDENT_KEYS if key not in skipped}
+            own["options"] = student_options(config).options.get(name, {})
+        settings[name] = own
+    return settings
+
+
+def silent_fallbacks(config: RunConfig, kinds: dict[str, str], mean: np.ndarray | None,
+                     data: BenchmarkData | None) -> list[str]:
+    """One line per default the run chose from the data rather than from its settings."""
+    fallbacks = []
+    if "simpleshot" in config.methods and mean is None:
+        why = "pFSL evaluates every class" if config.protocol == "pfsl" else "no base split disjoint from the evaluated classes"
+        fallbacks.append(f"simpleshot centres on each task's support mean ({why})")
+    return fallbacks
+
+
 def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progress: bool = False,
                    fail_fast: bool = False, executor: Executor | None = None) -> RunResult:
     """Sample (or load) the tasks, evaluate the methods into ``run_dir`` and summarise.
@@ -236,16 +272,15 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
         evaluated_split=spec.split)
     run_dir = Path(run_dir) if run_dir is not None else config.default_run_dir()
     # The tasks are identified by their checksum (in the manifest), never by a file's path.
-    ignored = {"methods", "ci", "reference", "tasks_file", "device"}
-    if "student" not in kinds.values():  # a probes-only run does not depend on student settings
-        ignored |= {"student", "student_init", "student_weights", "student_checkpoint", "student_image_size",
-                    "student_views", "training", "method_options", "distill", "transductive"}
+    ignored = {"methods", "ci", "reference", "tasks_file", "device", *STUDENT_KEYS}
     recorded = {k: v for k, v in asdict(config).items() if k not in ignored}
-    if method_settings:
-        recorded["methods_settings"] = method_settings
+    per_method = per_method_settings(config, kinds, method_settings)
     recorded["data_fingerprint"] = index.fingerprint
     recorded["data"] = provenance
-    records = evaluate(task_set, methods, inputs, run_dir=run_dir, config=recorded,
+    fallbacks = silent_fallbacks(config, kinds, mean, loaded.data)
+    if fallbacks:  # absent when none, so runs without one keep their identity
+        recorded["fallbacks"] = fallbacks
+    records = evaluate(task_set, methods, inputs, run_dir=run_dir, config=recorded, method_settings=per_method,
                        fail_fast=fail_fast, progress=progress, executor=executor)
     reference = config.reference or config.methods[0]
     return RunResult(

@@ -65,7 +65,8 @@ def _session() -> dict[str, Any]:
 
 
 def open_manifest(run_dir: Path, identity: Mapping[str, Any], methods: list[str],
-                  session: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  session: Mapping[str, Any] | None = None,
+                  method_settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Create or extend ``run_dir/manifest.json``; refuse a run directory of another run.
 
     A damaged or foreign manifest is refused and left as it is.
@@ -75,6 +76,8 @@ def open_manifest(run_dir: Path, identity: Mapping[str, Any], methods: list[str]
         methods: Method names of this session (added to those already recorded).
         session: Facts about this session only (e.g. its executor), recorded beside its
             versions and command line; not part of the identity.
+        method_settings: name -> settings of that method alone (``method_settings`` in the
+            manifest): a method already recorded must match, a new one is added.
     """
     path = run_dir / "manifest.json"
     identity = json.loads(json.dumps(identity, default=str))
@@ -91,10 +94,20 @@ def open_manifest(run_dir: Path, identity: Mapping[str, Any], methods: list[str]
                     f"run directory '{run_dir}' holds another run ({what} was {stored}, now {now}); "
                     "use another --out to start a new run"
                 )
+        stored_settings = manifest.setdefault("method_settings", {})
+        for name, settings in json.loads(json.dumps(method_settings or {}, default=str)).items():
+            if name in stored_settings and stored_settings[name] != settings:
+                what, stored, now = _first_difference(name, stored_settings[name], settings)
+                raise RunDirectoryError(
+                    f"method '{name}' of run '{run_dir}' was evaluated with other settings ({what} was {stored}, "
+                    f"now {now}); use another --out, or evaluate it under another name"
+                )
+            stored_settings[name] = settings
         manifest["methods"] = list(dict.fromkeys([*manifest.get("methods", []), *methods]))
         manifest.setdefault("sessions", []).append({**_session(), **(session or {})})
     else:
         manifest = {"format": FORMAT, "version": VERSION, **identity, "methods": methods,
+                    "method_settings": json.loads(json.dumps(method_settings or {}, default=str)),
                     "sessions": [{**_session(), **(session or {})}]}
     write_json_atomically(path, manifest)
     return manifest

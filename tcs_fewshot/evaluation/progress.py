@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -47,17 +48,23 @@ class RunningMean:
 class RunProgress:
     """Context manager; ``advance(rows)`` after each task. Silent when ``enabled`` is False."""
 
-    def __init__(self, methods: Sequence[str], total: int | None, enabled: bool) -> None:
+    def __init__(self, methods: Sequence[str], total: int | None, enabled: bool,
+                 console: Console | None = None) -> None:
         self.enabled = enabled
         self.means = {name: RunningMean() for name in methods}
         self.total = total
         self.progress: Progress | None = None
+        self.console = console or Console()
+        self.done = 0
 
     def __enter__(self) -> RunProgress:
-        if self.enabled:
+        # Without a terminal (CI, ``> log``) a live bar is cut to the width and prints
+        # "600/… 0:00…"; one plain line at the end says the same.
+        if self.enabled and self.console.is_terminal:
             self.progress = Progress(
                 TextColumn("tasks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                 TimeRemainingColumn(), TextColumn("{task.description}"), transient=False,
+                console=self.console,
             )
             self.progress.start()
             self.bar = self.progress.add_task(self._description(), total=self.total)
@@ -66,6 +73,10 @@ class RunProgress:
     def __exit__(self, *exc_info) -> None:
         if self.progress is not None:
             self.progress.stop()
+        elif self.enabled:
+            total = "?" if self.total is None else self.total
+            self.console.print(f"tasks {self.done}/{total}  {self._description()}", soft_wrap=True,
+                               markup=False, highlight=False)
 
     def _description(self) -> str:
         return "  ".join(f"{name} {mean.text()}" for name, mean in self.means.items())
@@ -81,7 +92,9 @@ class RunProgress:
             self._observe(stored.to_dict("records"))
 
     def advance(self, rows: list[Mapping]) -> None:
-        if self.progress is None:
+        if not self.enabled:
             return
         self._observe(rows)
-        self.progress.update(self.bar, advance=1, description=self._description())
+        self.done += 1
+        if self.progress is not None:
+            self.progress.update(self.bar, advance=1, description=self._description())

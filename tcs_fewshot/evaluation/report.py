@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -76,13 +77,21 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike, fmt: str | None = 
     return path
 
 
+_NUMBER = re.compile(r"[-+]?[\d.,]+%?( ?± ?[\d.,]+%?)?|nan|-")
+
+
 def rich_table(table: pd.DataFrame, title: str | None = None) -> Table:
     """A rich Table of any (readable) DataFrame, for the terminal."""
     rich = Table(title=title, caption=table.attrs.get("ci"))
+    cells = {column: ["" if pd.isna(value) else str(value) for value in table[column]] for column in table.columns}
     for column in table.columns:
-        rich.add_column(str(column), justify="left" if table[column].dtype == object else "right")
-    for row in table.itertuples(index=False):
-        rich.add_row(*("" if pd.isna(value) else str(value) for value in row))
+        # Numbers ("45.77 ± 0.60") never wrap or shrink; words columns give way instead.
+        numeric = all(_NUMBER.fullmatch(cell) for cell in cells[column] if cell)
+        rich.add_column(str(column), justify="right" if numeric else "left", no_wrap=numeric,
+                        overflow="ellipsis" if numeric else "fold",
+                        min_width=min(max(map(len, cells[column]), default=0), 99 if numeric else 6))
+    for row in zip(*cells.values()):
+        rich.add_row(*row)
     return rich
 
 

@@ -8,10 +8,9 @@ Nothing here touches a run directory: the evaluator alone stores rows.
 
 from __future__ import annotations
 
-import sys
 import time
-import tracemalloc
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from tcs_fewshot.data.tasks import Task
 from tcs_fewshot.errors import TcsFewshotError
+from tcs_fewshot.evaluation.memory import PeakMemory
 from tcs_fewshot.evaluation.store import COLUMN_NAMES
 from tcs_fewshot.methods.protocol import predicted_labels
 
@@ -63,54 +63,33 @@ def task_index_of(item: Task | Episode) -> int:
     return item.task_index if isinstance(item, Episode) else item.index
 
 
-def _peak_memory_mb(method: Any, episode: Episode) -> float:
-    """Peak memory of a second fit+predict: Python heap incl. numpy (tracemalloc), or CUDA's peak.
-
-    A separate pass, so that the timed pass runs untraced (tracing slowed logistic regression
-    from 3.6 to 13.6 ms per fit).
-    """
-    started_here = not tracemalloc.is_tracing()
-    if started_here:
-        tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        baseline = tracemalloc.get_traced_memory()[0]
-        torch = sys.modules.get("torch")
-        cuda = torch is not None and torch.cuda.is_available()
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        method.fit(episode.support_inputs, episode.support_labels)
-        method.predict(episode.query_inputs)
-        peak = tracemalloc.get_traced_memory()[1] - baseline
-        if cuda:
-            peak = max(peak, torch.cuda.max_memory_allocated())
-    finally:
-        if started_here:
-            tracemalloc.stop()
-    return peak / 2**20
-
-
 def run_method(method: Any, episode: Episode, measure_memory: bool) -> dict[str, Any]:
     """Fit and predict one method on one episode; a failure is returned as a row, never raised.
 
     Returns:
         ``n_query``, ``accuracy`` (fraction in [0, 1], None on failure), ``n_correct``,
         ``fit_seconds`` and ``predict_seconds`` (wall clock), ``peak_memory_mb`` (MiB, when
-        measured), ``teacher_forward_passes`` and ``failure`` (the reason, one line).
+        measured: see :mod:`.memory`) with ``memory_measure`` naming the measure
+        (``cpu_rss_growth`` or ``cuda_peak_allocated``), ``teacher_forward_passes`` and
+        ``failure`` (the reason, one line).
     """
     row: dict[str, Any] = {"n_query": len(episode.query_labels)}
     try:
-        started = time.perf_counter()
-        method.fit(episode.support_inputs, episode.support_labels)
-        fitted = time.perf_counter()
-        predictions = method.predict(episode.query_inputs)
-        row["predict_seconds"] = time.perf_counter() - fitted
+        # Memory is sampled during the timed pass (no second fit); the sampler thread costs
+        # a /proc read every 2 ms.
+        with PeakMemory() if measure_memory else nullcontext() as peak:
+            started = time.perf_counter()
+            method.fit(episode.support_inputs, episode.support_labels)
+            fitted = time.perf_counter()
+            predictions = method.predict(episode.query_inputs)
+            predicted = time.perf_counter()
+        row["predict_seconds"] = predicted - fitted
         row["fit_seconds"] = fitted - started
+        if peak is not None:
+            row["peak_memory_mb"], row["memory_measure"] = peak.mb, peak.measure
         labels = predicted_labels(predictions, row["n_query"], episode.n_way)
         passes = getattr(method, "teacher_forward_passes", None)
         row["teacher_forward_passes"] = None if passes is None else int(passes)
-        if measure_memory:
-            row["peak_memory_mb"] = _peak_memory_mb(method, episode)
     except Exception as error:  # noqa: BLE001  # a method's bug is recorded, not fatal: the run goes on
         message = " ".join(f"{type(error).__name__}: {error}".split())
         row["failure"] = message[:500]
@@ -154,14 +133,39 @@ def task_rows(
         methods: name -> object with ``fit``/``predict`` (already adapted by ``as_method``).
         inputs: ids -> inputs, ``{method name: ids -> inputs}``, or None for episodes.
         spec_columns: Setting columns copied into every row (dataset, protocol, shots, ...).
-        measure_memory: Also record ``peak_memory_mb`` from a second, traced fit+predict.
+        measure_memory: Also record ``peak_memory_mb`` (torch-aware, sampled during the timed pass).
     """
     episodes = _Episodes(item, inputs)
+    warm_up_failures = warm_up(item, method_names, methods)
     # Every store column, None where it does not apply: fresh rows look like rows read back on resume.
     base = {**dict.fromkeys(COLUMN_NAMES), **spec_columns, "task_index": task_index_of(item),
             "task_checksum": item.checksum}
-    return [{**base, "method": name, **run_method(methods[name], episodes.for_method(name), measure_memory)}
+    return [{**base, "method": name,
+             **(warm_up_failures.get(name) or run_method(methods[name], episodes.for_method(name), measure_memory))}
             for name in method_names]
+
+
+def warm_up(item: Task | Episode, method_names: Sequence[str], methods: Mapping[str, Any]) -> dict[str, dict]:
+    """Call ``warm_up(ids)`` (support then query ids) of every method that has one, before any clock.
+
+    Shared per-task work (frozen student outputs, cache fills) is then paid here, not by
+    whichever method happens to run first, so a method's time does not depend on the order.
+    Returns failure rows of the methods whose warm-up raised (they are not run).
+    """
+    if not isinstance(item, Task):
+        return {}
+    ids = np.concatenate([np.asarray(item.support_ids), np.asarray(item.query_ids)])
+    failures = {}
+    for name in method_names:
+        hook = getattr(methods[name], "warm_up", None)
+        if hook is None:
+            continue
+        try:
+            hook(ids)
+        except Exception as error:  # noqa: BLE001  # recorded as that method's failure, as in run_method
+            message = " ".join(f"warm_up: {type(error).__name__}: {error}".split())
+            failures[name] = {"n_query": len(item.query_ids), "accuracy": None, "failure": message[:500]}
+    return failures
 
 
 @dataclass

@@ -16,7 +16,7 @@ import pandas as pd
 from tcs_fewshot.errors import RunDirectoryError
 
 FORMAT = "tcs-fewshot/records"
-VERSION = 2  # 2: teacher_forward_passes
+VERSION = 3  # 2: teacher_forward_passes; 3: memory_measure
 
 # (name, sqlite type); the order is the column order of records DataFrames.
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -35,7 +35,9 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("n_query", "INTEGER"),
     ("fit_seconds", "REAL"),
     ("predict_seconds", "REAL"),
+    # MiB over fit+predict; memory_measure names what: cpu_rss_growth or cuda_peak_allocated.
     ("peak_memory_mb", "REAL"),
+    ("memory_measure", "TEXT"),
     # Teacher image-view evaluations the method consumed for this task (from the cache or not);
     # NULL for methods that do not report it.
     ("teacher_forward_passes", "INTEGER"),

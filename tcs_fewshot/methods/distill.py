@@ -35,6 +35,7 @@ from tcs_fewshot.methods.distill_objectives import (
 )
 from tcs_fewshot.methods.distributed import (
     all_reduce_batch_norm,
+    freeze_biases_before_batch_norm,
     init_from_environment,
     plain_batch_norm,
     sum_over_processes,
@@ -215,6 +216,7 @@ def distill(data: BenchmarkData, teacher: Teacher, cache: FeatureCache, student:
     frozen, _ = split_student(student.model, settings.train_layers)
     frozen.requires_grad_(False)
     network = DistillNetwork(student.model, student.feature_dim, objective).to(device)
+    freeze_biases_before_batch_norm(network)  # their gradient is 0 exactly: rounding noise only
     wrapped = network
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel

@@ -95,3 +95,27 @@ def sum_over_processes(values: torch.Tensor, world_size: int) -> torch.Tensor:
         values = values.clone()
         dist.all_reduce(values)
     return values
+
+
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, AllReduceBatchNorm)
+
+
+def freeze_biases_before_batch_norm(module: nn.Module) -> list[str]:
+    """Stop training every conv/linear bias that a batch norm directly follows; returns their names.
+
+    Batch norm subtracts the batch mean, so such a bias has no effect and an exactly zero
+    gradient; in floating point it gets rounding noise, which Adam scales into steps of the
+    learning rate, different in one process and in several (different reduction orders).
+    Frozen, these biases keep their initial values everywhere and the outputs are unchanged.
+    """
+    frozen = []
+    for prefix, parent in module.named_modules():
+        if not isinstance(parent, nn.Sequential):
+            continue
+        children = list(parent.named_children())
+        for (name, layer), (_, following) in zip(children, children[1:]):
+            if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Linear)) and layer.bias is not None \
+                    and isinstance(following, _BATCH_NORMS):
+                layer.bias.requires_grad_(False)
+                frozen.append(f"{prefix}.{name}.bias" if prefix else f"{name}.bias")
+    return frozen

@@ -7,13 +7,18 @@
 Only missing (item, view) rows go through the teacher, in batches under ``torch.inference_mode``
 on the device (and in the precision) of the model's parameters; a CNN teacher's weights are
 converted to channels_last in place (same values, faster convolutions). ``teacher.identity`` (name, weights checksum,
-preprocessing, layer) keys the storage, with the dataset's ``index.fingerprint``. Views are
+preprocessing, layer) keys the storage, with the dataset's ``index.fingerprint`` and, for embedded
+benchmarks, their build record (``data.manifest["build"]``). Each item backed by a file
+(``data.root / item_id``) has its identity (size, mtime_ns) stored beside its rows; a row whose
+file changed since is dropped (recorded, shown by ``cache info``) and recomputed. Views are
 described in :mod:`tcs_fewshot.models.views`, the on-disk layout in :mod:`cache_store`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -90,10 +95,11 @@ class FeatureCache:
     def _entry(self, teacher: Teacher, data: BenchmarkData) -> CacheEntry:
         if not teacher.identity:
             raise TcsFewshotError(f"teacher '{teacher.name}' has no identity; features cannot be cached without one")
-        key = (teacher.identity, data.index.fingerprint)
+        key = (teacher.identity, content_fingerprint(data))
         if key not in self._entries:
             meta = {"teacher": teacher.name, "identity": teacher.identity, "config": teacher.config,
                     "pretraining": teacher.pretraining, "dataset": data.index.name, "fingerprint": key[1],
+                    "index_fingerprint": data.index.fingerprint,
                     "n_items": len(data.index.item_ids), "feature_dim": int(teacher.feature_dim),
                     "views": RECIPE, "layout": LAYOUT_VERSION}
             self._entries[key] = CacheEntry(entry_path(self.root, *key), data.index.item_ids, meta)
@@ -101,9 +107,12 @@ class FeatureCache:
 
     def _fill(self, teacher: Teacher, data: BenchmarkData, entry: CacheEntry, rows: np.ndarray,
               views: list[int], batch_size: int | None, progress: bool) -> None:
-        if not _missing(entry, rows, views):
+        stamps = file_stamps(data, entry, np.unique(rows))
+        if not _missing(entry, rows, views) and not _changed(entry, stamps):
             return  # the common case: no lock, no torch
         with entry.writing():
+            changed = _changed(entry, stamps)  # again under the lock: another process may have refreshed
+            entry.replace_stamps(stamps, changed)
             todo = _missing(entry, rows, views)  # another process may have filled some while we waited
             if todo:
                 self._extract(teacher, data, entry, todo, batch_size, progress)
@@ -148,6 +157,51 @@ class FeatureCache:
         batch_rows, batch_views = np.array(batch).T
         for view in np.unique(batch_views):
             entry.write(int(view), batch_rows[batch_views == view], values[batch_views == view])
+
+
+def content_fingerprint(data: BenchmarkData) -> str:
+    """The index fingerprint, combined with the build record of an embedded benchmark (a rebuild is new data)."""
+    build = (data.manifest or {}).get("build")
+    if not build:
+        return data.index.fingerprint
+    record = json.dumps(build, sort_keys=True, default=str)
+    return hashlib.sha256(f"{data.index.fingerprint}\n{record}".encode()).hexdigest()
+
+
+def file_stamps(data: BenchmarkData, entry: CacheEntry, rows: np.ndarray) -> dict[int, str]:
+    """row -> ``"size:mtime_ns"`` of the file behind each item (items held in memory have none)."""
+    root = Path(data.root) if data.root is not None else None
+    stamps = {}
+    if root is None:
+        return stamps
+    for row in rows.tolist():
+        try:
+            status = os.stat(root / str(entry.item_ids[row]))
+        except (OSError, ValueError):
+            continue  # not a file under root: an in-memory item, covered by the build record
+        stamps[int(row)] = f"{status.st_size}:{status.st_mtime_ns}"
+    return stamps
+
+
+def _changed(entry: CacheEntry, stamps: dict[int, str]) -> dict[int, str]:
+    """row -> why its stored features are stale: filled from a file whose identity differs now."""
+    if not stamps:
+        return {}
+    stored = entry.stored_stamps()
+    filled = np.zeros(entry.shape[0], dtype=bool)
+    for view in _views_on_disk(entry):
+        filled |= entry.filled(view)
+    reasons = {}
+    for row, stamp in stamps.items():
+        before = stored.get(str(entry.item_ids[row]))
+        if filled[row] and before != stamp:
+            reasons[row] = ("no file identity recorded (cached before identities were)" if before is None
+                            else f"file changed (size:mtime_ns {before} -> {stamp})")
+    return reasons
+
+
+def _views_on_disk(entry: CacheEntry) -> list[int]:
+    return sorted(int(path.stem.split("-")[1]) for path in entry.path.glob("view-*.npy"))
 
 
 def _missing(entry: CacheEntry, rows: np.ndarray, views: list[int]) -> list[tuple[int, int]]:

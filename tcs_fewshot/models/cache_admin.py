@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from tcs_fewshot.data.benchmarks.base import data_home
-from tcs_fewshot.models.cache_store import META, disk_bytes, filled_counts, try_lock
+from tcs_fewshot.models.cache_store import META, disk_bytes, filled_counts, invalidations, try_lock
 
 
 def default_root() -> Path:
@@ -36,19 +36,22 @@ def _entries(root: Path) -> Iterator[tuple[Path, dict | None]]:
 def cache_info(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per (teacher, dataset) entry: teacher, dataset, items, items_filled (view 0),
     views (with any row filled), rows_filled, feature_dim, size_mb (allocated on disk), identity,
-    fingerprint, path."""
+    fingerprint, path, invalidated (items whose rows were dropped because their file changed)
+    and last_invalidated (the latest such item and why)."""
     rows = []
     for path, meta in _entries(Path(root) if root is not None else default_root()):
         if meta is None:
             continue
         counts = filled_counts(path)
+        n_invalidated, latest = invalidations(path)
         rows.append({"teacher": meta.get("teacher"), "dataset": meta.get("dataset"), "items": meta.get("n_items"),
                      "items_filled": counts.get(0, 0), "views": sum(1 for n in counts.values() if n),
                      "rows_filled": sum(counts.values()), "feature_dim": meta.get("feature_dim"),
                      "size_mb": disk_bytes(path) / 2**20, "identity": meta.get("identity"),
-                     "fingerprint": meta.get("fingerprint"), "path": str(path)})
+                     "fingerprint": meta.get("fingerprint"), "path": str(path),
+                     "invalidated": n_invalidated, "last_invalidated": latest})
     columns = ["teacher", "dataset", "items", "items_filled", "views", "rows_filled", "feature_dim", "size_mb",
-               "identity", "fingerprint", "path"]
+               "identity", "fingerprint", "path", "invalidated", "last_invalidated"]
     return pd.DataFrame(rows, columns=columns)
 
 

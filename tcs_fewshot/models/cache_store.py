@@ -7,7 +7,9 @@ Layout of an entry directory ``<root>/<sha256(identity)[:16]>/<fingerprint[:16]>
     view-0000.npy   (n_items, feature_dim) float32 features of view 0; row r is the r-th item id
     view-0001.npy   in sorted order (the order the fingerprint is defined in, so the same data
     ...             listed in another order shares the rows); one file per view, made on demand
-    filled.sqlite   table filled(view, bits): a packed bitmap of the rows that hold features
+    filled.sqlite   table filled(view, bits): a packed bitmap of the rows that hold features;
+                    table stamps(item, stamp): the file identity (size, mtime_ns) each item's rows
+                    were computed from; table invalidated(item, reason, at): rows dropped as stale
     lock            flock'ed by the one process extracting into this entry
 
 Crash safety: a view file is created full-size under a temporary name and renamed into place.
@@ -29,6 +31,7 @@ import sqlite3
 import urllib.parse
 import uuid
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +83,20 @@ def read_bitmaps(path: Path) -> dict[int, np.ndarray]:
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
             found = connection.execute(query).fetchall()
     return {view: np.frombuffer(bits, dtype=np.uint8) for view, bits in found}
+
+
+def invalidations(path: Path) -> tuple[int, str | None]:
+    """(rows dropped as stale so far, the latest reason) for the entry directory ``path``."""
+    if not (path / BITMAP).exists():
+        return 0, None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{urllib.parse.quote(str(path / BITMAP))}?mode=ro",
+                                                uri=True)) as connection:
+            count, = connection.execute("SELECT COUNT(*) FROM invalidated").fetchone()
+            latest = connection.execute("SELECT item, reason FROM invalidated ORDER BY rowid DESC LIMIT 1").fetchone()
+    except sqlite3.OperationalError:  # no such table: an entry made before stamps existed
+        return 0, None
+    return int(count), (f"{latest[0]}: {latest[1]}" if latest else None)
 
 
 def filled_counts(path: Path) -> dict[int, int]:
@@ -177,6 +194,39 @@ class CacheEntry:
             connection.execute("INSERT OR REPLACE INTO filled VALUES (?, ?)", (view, np.packbits(mask).tobytes()))
             connection.execute("COMMIT")
 
+    def stored_stamps(self) -> dict[str, str]:
+        """item id -> the file identity its rows were computed from (items with a file only)."""
+        if not (self.path / BITMAP).exists():
+            return {}
+        uri = f"file:{urllib.parse.quote(str(self.path / BITMAP))}?mode=ro"
+        try:
+            with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=60)) as connection:
+                return dict(connection.execute("SELECT item, stamp FROM stamps").fetchall())
+        except sqlite3.OperationalError:  # no stamps table yet: an entry made before stamps existed
+            return {}
+
+    def replace_stamps(self, stamps: dict[int, str], reasons: dict[int, str]) -> None:
+        """Record ``row -> stamp``; the ``reasons`` rows lose their filled bits in every view first.
+
+        One transaction, under the writer lock, before the rows are recomputed: a stale row is
+        never served, and a crash leaves it unfilled (recomputed later), never marked fresh.
+        """
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        with contextlib.closing(self._connect()) as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            if reasons:
+                drop = np.zeros(self.shape[0], dtype=bool)
+                drop[list(reasons)] = True
+                for view, bits in connection.execute("SELECT view, bits FROM filled").fetchall():
+                    mask = np.unpackbits(np.frombuffer(bits, dtype=np.uint8), count=self.shape[0]).astype(bool)
+                    connection.execute("UPDATE filled SET bits = ? WHERE view = ?",
+                                       (np.packbits(mask & ~drop).tobytes(), view))
+                connection.executemany("INSERT INTO invalidated VALUES (?, ?, ?)",
+                                       [(str(self.item_ids[row]), reason, now) for row, reason in reasons.items()])
+            connection.executemany("INSERT OR REPLACE INTO stamps VALUES (?, ?)",
+                                   [(str(self.item_ids[row]), stamp) for row, stamp in stamps.items()])
+            connection.execute("COMMIT")
+
     def _view_path(self, view: int) -> Path:
         return self.path / f"view-{view:04d}.npy"
 
@@ -186,6 +236,8 @@ class CacheEntry:
         # NORMAL: power loss may roll back the last commits (rows then recomputed), never the reverse.
         connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute("CREATE TABLE IF NOT EXISTS filled (view INTEGER PRIMARY KEY, bits BLOB NOT NULL)")
+        connection.execute("CREATE TABLE IF NOT EXISTS stamps (item TEXT PRIMARY KEY, stamp TEXT NOT NULL)")
+        connection.execute("CREATE TABLE IF NOT EXISTS invalidated (item TEXT, reason TEXT, at TEXT)")
         return connection
 
     def _write_meta(self) -> None:
