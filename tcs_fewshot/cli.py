@@ -126,7 +126,7 @@ CONFIG_KEYS = {"n_tasks": "tasks"}
               help="Where the teacher embeds images and student methods train; auto is cuda when torch sees "
                    "a GPU. Cached features are reused whichever device computed them.")
 @click.option("--methods", callback=_comma_list, default=",".join(DEFAULT_METHODS), show_default=True,
-              help="Comma-separated method names ('tcs-fewshot methods' lists them); <method>@<objective> runs a "
+              help="Comma-separated method names ('tcs-fewshot methods' lists them; on --features, digits or the pixels teacher the default is ncm,simpleshot,logreg); <method>@<objective> runs a "
                    "student method on the student distilled on the base split (student-ncm@tcs, made once and cached).")
 @click.option("--student", default=DEFAULT_STUDENT, show_default=True,
               help="Student of the student methods (tcs, kd, fitnets, finetune, ...): torchvision:<name>, "

@@ -7,3 +7,5 @@ DEFAULT_STUDENT_IMAGE_SIZE = 64
 # The main job: the teacher probes, the ImageNet student as it is, fine-tuned, with per-task KD,
 # and the same student distilled with TCS on the base split.
 DEFAULT_METHODS = ("ncm", "simpleshot", "logreg", "student-ncm", "finetune", "kd", "student-ncm@tcs")
+# The default on a features file, the digits demo or the pixels "teacher": no images, or no teacher.
+PROBE_METHODS = ("ncm", "simpleshot", "logreg")

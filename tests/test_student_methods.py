@@ -81,21 +81,19 @@ def test_distill_on_the_base_split_then_evaluate_from_the_checkpoint(setup, tmp_
     data, teacher, cache = setup
     torch.manual_seed(0)
     student = build_student("conv4-16", image_size=32)
-    result = distill(data, teacher, cache, student, DistillSettings(views=1, epochs=3, batch_size=16, components=8))
+    settings = DistillSettings(views=1, epochs=3, batch_size=16, components=8, head_lr=1e-2, backbone_lr=1e-3, val_tasks=0)
+    result = distill(data, teacher, cache, student, settings)
     losses = [epoch["mimic"] + epoch["ce"] for epoch in result.history]
     assert len(losses) == 3 and losses[-1] < losses[0]
-    assert result.teacher_forward_passes == 2 * len(data.index.classes("train")) * 8  # 8 emoji per subgroup, 2 views
+    assert result.teacher_forward_passes == len(data.index.classes("train")) * 8  # 8 emoji per subgroup, plain targets
     save_student(student, tmp_path / "student.pt")
     loaded = build_student("conv4-16", "checkpoint", tmp_path / "student.pt")
     assert loaded.image_size == 32 and loaded.config["distilled"]["objective"] == "tcs"
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(loaded.model(x), student.model(x), atol=1e-6)
-    with pytest.raises(TcsFewshotError, match="train on the classes that are evaluated"):
-        distill(data, teacher, cache, student, DistillSettings(split="test"))
     with pytest.raises(TcsFewshotError, match="no split 'base'"):
-        distill(data, teacher, cache, student, DistillSettings(split="base"))
-
+        distill(data, teacher, cache, student, DistillSettings(split="base", val_tasks=0))
 
 def test_cpu_numbers_equal_the_code_before_devices_and_separate_rates(setup, tmp_path):
     """tests/data/student_reference_logits.pt was written by tests/data/make_student_reference.py at 5b4a35a."""

@@ -14,7 +14,7 @@ from tcs_fewshot.data.benchmarks import BenchmarkData, open_benchmark
 from tcs_fewshot.data.digits import load_digits_benchmark
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.data.taskfile import load_tasks
-from tcs_fewshot.defaults import DEFAULT_METHODS, DEFAULT_STUDENT
+from tcs_fewshot.defaults import DEFAULT_METHODS, DEFAULT_STUDENT, PROBE_METHODS
 from tcs_fewshot.data.tasks import TaskSet, TaskSpec, sample_tasks
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.evaluation.evaluator import evaluate
@@ -251,6 +251,9 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
     """
     if not config.methods:
         raise TcsFewshotError("no methods given; pass --methods, e.g. ncm,simpleshot,logreg")
+    if config.methods == DEFAULT_METHODS and (config.features or config.benchmark == "digits" or config.teacher == "pixels"):
+        # Without images and a teacher only the probes can run: they are then the default.
+        config = replace(config, methods=PROBE_METHODS)
     if config.reference is not None and config.reference not in config.methods:
         raise TcsFewshotError(f"--reference '{config.reference}' is not among --methods {','.join(config.methods)}")
     kinds = {name: method_kind(name) for name in config.methods}  # unknown names fail before any loading
