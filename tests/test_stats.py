@@ -91,3 +91,36 @@ def test_settings_with_missing_values_stay_separate():
     differences = paired(records, reference="b")
     assert differences[["protocol", "n_pairs"]].values.tolist() == [["episodic", 2], ["pfsl", 3]]
     assert differences["difference"].tolist() == pytest.approx([20.0, 20.0])
+
+
+def test_gap_closed_recovers_known_ratio_and_its_ci_covers():
+    from tcs_fewshot.evaluation.stats import gap_closed, gap_line
+
+    rng = np.random.default_rng(5)
+    hits = 0
+    for trial in range(200):
+        n = 150
+        student = rng.uniform(0.3, 0.5, n)
+        gap = rng.normal(0.06, 0.05, n)
+        tcs = student + 0.6 * gap + rng.normal(0.0, 0.03, n)  # closes 60% of the gap on average
+        records = make_records({"student-ncm": student, "ncm": student + gap, "tcs": tcs})
+        result = gap_closed(records, "tcs")
+        hits += result["ci_low"] <= 0.6 <= result["ci_high"]
+    assert 0.90 <= hits / 200 <= 0.99, hits
+    assert result["ratio"] == pytest.approx(((tcs - student).mean()) / gap.mean())
+    assert not result["no_gap"]
+    assert gap_line(records).startswith("tcs closed ")
+
+
+def test_gap_closed_says_when_the_teacher_does_not_beat_the_student():
+    from tcs_fewshot.evaluation.stats import gap_closed, gap_line
+
+    rng = np.random.default_rng(6)
+    student = rng.uniform(0.3, 0.5, 80)
+    records = make_records({"student-ncm": student, "ncm": student + rng.normal(-0.01, 0.05, 80),
+                            "tcs": student + 0.01})
+    assert gap_closed(records, "tcs")["no_gap"]
+    assert "no gap for tcs to close" in gap_line(records)
+    assert gap_line(make_records({"ncm": student})) is None
+    with pytest.raises(TcsFewshotError, match="not in the records"):
+        gap_closed(records, "kd")
