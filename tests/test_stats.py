@@ -124,3 +124,18 @@ def test_gap_closed_says_when_the_teacher_does_not_beat_the_student():
     assert gap_line(make_records({"ncm": student})) is None
     with pytest.raises(TcsFewshotError, match="not in the records"):
         gap_closed(records, "kd")
+
+
+def test_summary_shows_teacher_passes_and_the_deployed_cost():
+    from tcs_fewshot.evaluation.report import readable_summary
+    from tcs_fewshot.evaluation.stats import with_deployed
+
+    records = make_records({"ncm": [0.5, 0.6], "tcs": [0.4, 0.5]})
+    records["teacher_forward_passes"] = np.where(records["method"] == "tcs", 20, np.nan)
+    settings = {"ncm": {"deployed": {"network": "teacher", "flops_per_image": 600_000_000, "parameters": 2_223_872}},
+                "tcs": {"deployed": {"network": "student", "flops_per_image": 49_500_000, "parameters": 2_000_000}},
+                "student": {"spec": "x"}}
+    readable = readable_summary(with_deployed(summary(records), settings)).set_index("method")
+    assert readable.loc["tcs", "teacher passes"] == 20 and np.isnan(readable.loc["ncm", "teacher passes"])
+    assert readable["network"].tolist() == ["teacher", "student"]
+    assert readable["MFLOPs"].tolist() == [600.0, 49.5] and readable.loc["ncm", "params (M)"] == 2.224

@@ -12,12 +12,14 @@ from rich.table import Table
 from tcs_fewshot.errors import TcsFewshotError
 
 FORMATS = ("md", "csv", "latex")
+DEPLOYED_COLUMNS = ("network", "flops_per_image", "parameters")
 
 
 def readable_summary(table: pd.DataFrame) -> pd.DataFrame:
     """A :func:`summary` table with ``accuracy ± ci95`` as text and rounded costs."""
     settings = [c for c in table.columns if c not in {
-        "method", "n", "failures", "accuracy", "ci95", "std", "fit_seconds", "predict_seconds", "peak_memory_mb"}]
+        "method", "n", "failures", "accuracy", "ci95", "std", "fit_seconds", "predict_seconds", "peak_memory_mb",
+        *DEPLOYED_COLUMNS, "teacher_forward_passes"}]
     readable = table[settings + ["method"]].copy()
     readable["accuracy (%)"] = [f"{a:.2f} ± {c:.2f}" for a, c in zip(table["accuracy"], table["ci95"])]
     readable["n"] = table["n"]
@@ -25,6 +27,12 @@ def readable_summary(table: pd.DataFrame) -> pd.DataFrame:
     readable["fit (ms)"] = (table["fit_seconds"] * 1000).round(2)
     readable["predict (ms)"] = (table["predict_seconds"] * 1000).round(2)
     readable["peak memory (MB)"] = table["peak_memory_mb"].round(2)
+    if "teacher_forward_passes" in table and table["teacher_forward_passes"].notna().any():
+        readable["teacher passes"] = table["teacher_forward_passes"].round(1)
+    if "network" in table:  # from stats.with_deployed: the deployed model's inference cost
+        readable["network"] = table["network"]
+        readable["MFLOPs"] = (pd.to_numeric(table["flops_per_image"]) / 1e6).round(1)
+        readable["params (M)"] = (pd.to_numeric(table["parameters"]) / 1e6).round(3)
     readable.attrs = dict(table.attrs)
     return readable
 

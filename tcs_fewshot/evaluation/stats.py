@@ -77,7 +77,8 @@ def summary(
 
     Columns: the setting columns, ``method``, ``n`` (successful tasks), ``failures``,
     ``accuracy`` and ``ci95`` and ``std`` (percent), ``fit_seconds``, ``predict_seconds``
-    (mean per task), ``peak_memory_mb`` (mean per task). ``attrs["ci"]`` says how the CI was made.
+    (mean per task), ``peak_memory_mb`` (mean per task), ``teacher_forward_passes`` (mean per task,
+    when recorded). ``attrs["ci"]`` says how the CI was made.
     """
     keys = [*group_columns(records, by), "method"]
     frame = records.assign(accuracy=records["accuracy"].astype(float) * 100.0)
@@ -89,6 +90,7 @@ def summary(
         fit_seconds=("fit_seconds", "mean"),
         predict_seconds=("predict_seconds", "mean"),
         peak_memory_mb=("peak_memory_mb", "mean"),
+        **({"teacher_forward_passes": ("teacher_forward_passes", "mean")} if "teacher_forward_passes" in frame else {}),
     )
     table.insert(3, "ci95", ci_half_width(table["std"], table["n"], confidence, ci))
     table = table.reset_index()
@@ -242,3 +244,19 @@ def gap_line(records: pd.DataFrame, method: str = "tcs", student: str = "student
                 f"{gap['gain']:+.2f} ± {gap['gain_ci95']:.2f} points.")
     return (f"{method} closed {gap['ratio']:.0%} ({confidence:.0%} CI {gap['ci_low']:.0%} to {gap['ci_high']:.0%}, "
             f"delta method over {gap['n']} paired tasks) of the {gap['gap']:.2f}-point gap between {student} and {teacher}.")
+
+
+def with_deployed(table: pd.DataFrame, settings: dict) -> pd.DataFrame:
+    """``table`` (one row per method) plus ``network``, ``flops_per_image`` and ``parameters``.
+
+    ``settings`` is the run manifest's per-method record (``settings[name]["deployed"]``, from
+    :func:`tcs_fewshot.evaluation.method_setup.build_methods`); methods without one get NaN.
+    """
+    deployed = {name: value.get("deployed") or {} for name, value in settings.items() if isinstance(value, dict)}
+    extended = table.assign(
+        network=[deployed.get(m, {}).get("network") for m in table["method"]],
+        flops_per_image=[deployed.get(m, {}).get("flops_per_image") for m in table["method"]],
+        parameters=[deployed.get(m, {}).get("parameters") for m in table["method"]],
+    )
+    extended.attrs = dict(table.attrs)
+    return extended
