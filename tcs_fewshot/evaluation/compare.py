@@ -32,6 +32,7 @@ from tcs_fewshot.evaluation.stats import (
     group_columns,
     paired,
     summary,
+    with_deployed,
 )
 from tcs_fewshot.evaluation.store import load_records
 
@@ -159,7 +160,8 @@ def compare_loaded(runs: Sequence[Run], reference: str | None = None,
     order = method_labels(runs)
     parts = []
     for run in runs:
-        table = summary(run.records, by=keys, ci=ci, methods=run.methods)
+        settings = (run.manifest.get("config") or {}).get("methods_settings") or {}
+        table = with_deployed(summary(run.records, by=keys, ci=ci, methods=run.methods), settings)
         table.insert(len(keys), "run", run.label)
         parts.append(table)
     summary_table = pd.concat(parts, ignore_index=True)

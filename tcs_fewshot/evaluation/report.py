@@ -29,7 +29,8 @@ def readable_summary(table: pd.DataFrame) -> pd.DataFrame:
     readable["peak memory (MB)"] = table["peak_memory_mb"].round(2)
     if "teacher_forward_passes" in table and table["teacher_forward_passes"].notna().any():
         readable["teacher passes"] = table["teacher_forward_passes"].round(1)
-    if "network" in table:  # from stats.with_deployed: the deployed model's inference cost
+    # from stats.with_deployed: the deployed model's inference cost (absent when nothing was measured)
+    if "network" in table and pd.to_numeric(table["flops_per_image"]).notna().any():
         readable["network"] = table["network"]
         readable["MFLOPs"] = (pd.to_numeric(table["flops_per_image"]) / 1e6).round(1)
         readable["params (M)"] = (pd.to_numeric(table["parameters"]) / 1e6).round(3)
