@@ -2,7 +2,7 @@
 
 One file, no external resource: CSS inline, figures as base64 PNG ``<img>``. Elements a test
 or script may look for carry stable ids: ``summary-table``, ``paired-table``,
-``figure-accuracy-vs-shots``, ``figure-paired-differences``, ``figure-cost``,
+``figure-accuracy-vs-shots``, ``figure-paired-differences``, ``figure-accuracy-vs-flops``, ``figure-cost``,
 ``leakage-warnings``, ``provenance``; each ``<figure>`` has ``data-figure`` and its ``<img>``
 its pixel ``width``/``height``.
 """
@@ -136,6 +136,14 @@ def report_figures(summary: pd.DataFrame, paired: pd.DataFrame) -> list[ReportFi
             "paired-differences", forest, "Forest plot of paired accuracy differences with 95% confidence intervals",
             "Paired differences (method minus reference) with 95% CIs; green/red: the CI excludes 0.",
             rows=str(len(paired)),
+        ))
+    flops = figures.accuracy_vs_flops(summary)
+    if flops is not None:
+        made.append(_figure(
+            "accuracy-vs-flops", flops, "Accuracy against the deployed network's inference FLOPs, one point per method",
+            "Mean accuracy with its 95% CI over tasks against the FLOPs per image of the network that makes the "
+            "predictions (teacher or student; log scale). Methods without a network sit at the left edge.",
+            rows=str(int(pd.to_numeric(summary["flops_per_image"]).notna().sum())),
         ))
     made.append(_figure(
         "cost", figures.cost_bars(summary), "Time per task and peak memory per method",
