@@ -139,3 +139,20 @@ def test_summary_shows_teacher_passes_and_the_deployed_cost():
     assert readable.loc["tcs", "teacher passes"] == 20 and np.isnan(readable.loc["ncm", "teacher passes"])
     assert readable["network"].tolist() == ["teacher", "student"]
     assert readable["MFLOPs"].tolist() == [600.0, 49.5] and readable.loc["ncm", "params (M)"] == 2.224
+
+
+def test_reports_carry_the_gap_closed_line_per_run_and_setting():
+    from pathlib import Path
+
+    from tcs_fewshot.evaluation.compare import Run, compare_loaded
+    from tcs_fewshot.evaluation.report import format_tables
+
+    rng = np.random.default_rng(7)
+    student = rng.uniform(0.3, 0.5, 60)
+    gap = rng.normal(0.06, 0.02, 60)
+    records = make_records({"student-ncm": student, "ncm": student + gap, "tcs": student + 0.5 * gap})
+    run = Run(Path("r"), "r", "r", {}, records, ["ncm", "student-ncm", "tcs"])
+    summary_table, paired_table = compare_loaded([run], reference="student-ncm")
+    [line] = paired_table.attrs["gap_closed"]
+    assert line.startswith("r (dataset toy, protocol episodic, split test, ways 5, shots 5, queries 15): tcs closed 50%")
+    assert line in format_tables(summary_table, paired_table, "md")

@@ -75,6 +75,8 @@ dl.facts dt { color: #59636e; } dl.facts dd { margin: 0; font-family: ui-monospa
 {% if paired_setting %}<p class="muted">{{ paired_setting }}</p>{% endif %}
 {{ paired_table|safe }}
 <p class="muted">Per task, method minus reference; wins/losses count the tasks where the method was better/worse.</p>
+{% if gap_closed %}<section id="gap-closed">{% for line in gap_closed %}<p class="note">{{ line }}</p>
+{% endfor %}</section>{% endif %}
 {% else %}
 <p id="paired-table-empty" class="muted">No two methods ran on the same tasks, so nothing is paired.</p>
 {% endif %}
@@ -201,7 +203,7 @@ def render_html_report(runs: Sequence[Run], reference: str | None = None, ci: st
         summary_table=summary_html, summary_setting=summary_setting, left_summary=left,
         left_paired=left_paired,
         paired_table=paired_html, paired_setting=paired_setting,
-        figure_list=report_figures(summary, paired), provenance=[_provenance(run) for run in runs],
+        gap_closed=paired.attrs.get("gap_closed", []), figure_list=report_figures(summary, paired), provenance=[_provenance(run) for run in runs],
     )
 
 

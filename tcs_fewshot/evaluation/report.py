@@ -141,6 +141,8 @@ def format_tables(summary: pd.DataFrame, paired: pd.DataFrame, fmt: str,
         text = to_markdown(readable[name]) if fmt == "md" else to_latex(readable[name])
         if len(which) > 1:
             text = (f"## {headings[name]}\n\n" if fmt == "md" else f"% {headings[name]}\n") + text
+        if name == "paired" and fmt == "md" and paired.attrs.get("gap_closed"):
+            text += "\nGap closed:\n\n" + "".join(f"- {line}\n" for line in paired.attrs["gap_closed"])
         parts.append(text)
     return "\n".join(parts)
 
@@ -160,4 +162,5 @@ def terminal_report(summary: pd.DataFrame, paired: pd.DataFrame, warnings: list[
         shown.append(rich_table(narrow, title=f"paired differences: {setting}" if setting else "paired differences"))
     shown += [Panel(text, title="leakage", border_style="yellow") for text in warnings]
     shown += [f"note: {note}" for note in notes]
+    shown += [f"gap closed: {line}" for line in paired.attrs.get("gap_closed", [])]
     return shown
