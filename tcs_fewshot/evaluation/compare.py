@@ -161,7 +161,7 @@ def compare_loaded(runs: Sequence[Run], reference: str | None = None,
     order = method_labels(runs)
     parts = []
     for run in runs:
-        settings = (run.manifest.get("config") or {}).get("methods_settings") or {}
+        settings = run.manifest.get("method_settings") or (run.manifest.get("config") or {}).get("methods_settings") or {}
         table = with_deployed(summary(run.records, by=keys, ci=ci, methods=run.methods), settings)
         table.insert(len(keys), "run", run.label)
         parts.append(table)

@@ -249,10 +249,12 @@ def gap_line(records: pd.DataFrame, method: str = "tcs", student: str = "student
 def with_deployed(table: pd.DataFrame, settings: dict) -> pd.DataFrame:
     """``table`` (one row per method) plus ``network``, ``flops_per_image`` and ``parameters``.
 
-    ``settings`` is the run manifest's per-method record (``settings[name]["deployed"]``, from
+    ``settings`` is the run manifest's per-method record (``settings[name]["described"]["deployed"]``
+    in ``method_settings``, or ``settings[name]["deployed"]`` as
     :func:`tcs_fewshot.evaluation.method_setup.build_methods`); methods without one get NaN.
     """
-    deployed = {name: value.get("deployed") or {} for name, value in settings.items() if isinstance(value, dict)}
+    deployed = {name: value.get("deployed") or (value.get("described") or {}).get("deployed") or {}
+                for name, value in settings.items() if isinstance(value, dict)}
     extended = table.assign(
         network=[deployed.get(m, {}).get("network") for m in table["method"]],
         flops_per_image=[deployed.get(m, {}).get("flops_per_image") for m in table["method"]],
