@@ -98,7 +98,7 @@ def rich_table(table: pd.DataFrame, title: str | None = None) -> Table:
         numeric = all(_NUMBER.fullmatch(cell) for cell in cells[column] if cell)
         rich.add_column(str(column), justify="right" if numeric else "left", no_wrap=numeric,
                         overflow="ellipsis" if numeric else "fold",
-                        min_width=min(max(map(len, cells[column]), default=0), 99 if numeric else 6))
+                        min_width=max(map(len, cells[column]), default=0) if numeric else None)
     for row in zip(*cells.values()):
         rich.add_row(*row)
     return rich
