@@ -17,6 +17,22 @@ from tcs_fewshot.defaults import DEFAULT_METHODS, DEFAULT_STUDENT
 from tcs_fewshot.errors import TcsFewshotError
 
 console = Console()
+
+
+def show(renderable: object) -> None:
+    """Print to the console; without a terminal (CI, ``> log``) a table gets its natural width.
+
+    A log has no width to fit, and fitting 80 columns would wrap or cut the numbers.
+    """
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    if isinstance(renderable, Table) and not console.is_terminal:
+        wide = Console(file=console.file, width=10_000, force_terminal=False)
+        natural = Measurement.get(wide, wide.options, renderable).maximum
+        Console(file=console.file, width=max(console.width, natural), force_terminal=False).print(renderable)
+    else:
+        console.print(renderable)
 # Before torch loads: spin-waiting OpenMP threads made teacher passes up to 100x slower when
 # the other core was busy (measured on 2 cores).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -230,11 +246,11 @@ def _show_result(setting, result) -> None:
     )
 
     narrow, described = without_constant_settings(readable_summary(result.summary))
-    console.print(rich_table(narrow, title=described))
+    show(rich_table(narrow, title=described))
     differences = readable_paired(result.paired)
     if len(differences):
         narrow, described = without_constant_settings(differences)
-        console.print(rich_table(narrow, title=f"paired differences: {described}"))
+        show(rich_table(narrow, title=f"paired differences: {described}"))
 
 
 def _show_setting(setting, result) -> None:
@@ -292,7 +308,7 @@ def _write_report(run_dirs, fmt, out, reference, ci, which: tuple[str, ...],
               for run in runs for text in run.manifest.get("config", {}).get("fallbacks", [])]
     if fmt is None:
         for renderable in terminal_report(summary_table, paired_table, warnings, notes, shown):
-            console.print(renderable)
+            show(renderable)
         return
     text = format_tables(summary_table, paired_table, fmt, which)
     if out is not None:
@@ -376,7 +392,7 @@ def list_benchmarks() -> None:
     from tcs_fewshot.evaluation.report import rich_table
 
     table = benchmark_table()
-    console.print(rich_table(table[["benchmark", "schemes", "status", "description"]]))
+    show(rich_table(table[["benchmark", "schemes", "status", "description"]]))
     from tcs_fewshot.data.benchmarks import data_home
 
     console.print(f"default roots: {data_home()}/<benchmark> (set TCS_FEWSHOT_DATA to move them)")
@@ -464,7 +480,7 @@ def cache_info_command() -> None:
         console.print(f"the feature cache at {default_root()} is empty")
         return
     table["size_mb"] = table["size_mb"].round(1)
-    console.print(rich_table(table[["teacher", "dataset", "items", "items_filled", "views", "feature_dim", "size_mb",
+    show(rich_table(table[["teacher", "dataset", "items", "items_filled", "views", "feature_dim", "size_mb",
                                     "invalidated"]]))
     for row in table.itertuples():
         if row.last_invalidated:  # why features were recomputed: the files changed under the cache
@@ -532,7 +548,7 @@ def list_methods() -> None:
 
     table = pd.DataFrame([{"method": name, "inputs": method_kind(name), "description": text}
                           for name, text in descriptions().items()])
-    console.print(rich_table(table))
+    show(rich_table(table))
 
 
 def _setting(value: str) -> tuple[str, object]:

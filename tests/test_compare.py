@@ -103,6 +103,8 @@ def test_methods_of_two_runs_pair_as_if_run_together(runs):
     together = made["both"].paired
     assert summary["method"].tolist() == ["ncm", "logreg"] and summary["run"].tolist() == ["A", "B"]
     assert summary["accuracy"].to_numpy() == pytest.approx(made["both"].summary["accuracy"].to_numpy())
+    assert summary["network"].tolist() == ["teacher", "teacher"], "probes deploy the teacher (from the manifest)"
+    assert summary["flops_per_image"].isna().all(), "a --features run has no teacher model to measure"
     columns = ["method", "reference", "n_pairs", "difference", "ci95", "wins", "losses"]
     assert len(paired) == 1 and paired["n_pairs"].iloc[0] == SHAPE["tasks"]
     pd.testing.assert_frame_equal(paired[columns], together[columns], check_dtype=False)

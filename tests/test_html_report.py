@@ -10,10 +10,12 @@ import subprocess
 from html.parser import HTMLParser
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 from tcs_fewshot.evaluation.experiment import RunConfig, run_experiment
+from tcs_fewshot.evaluation import figures
 from tcs_fewshot.evaluation.html_report import write_html_report
 
 INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
@@ -130,3 +132,18 @@ def test_screenshot_shows_the_report(report, tmp_path):
     assert image.shape == (2400, 1280)
     # Text, tables and plots: far from a blank page, in the top and in the lower half (the figures).
     assert (image[:600] < 128).mean() > 0.01 and (image[1200:] < 250).mean() > 0.01
+
+
+def test_accuracy_against_flops_figure_has_one_point_per_measured_method():
+    from tcs_fewshot.evaluation.html_report import report_figures
+
+    summary = pd.DataFrame({"shots": [5, 5, 5, 5], "method": ["ncm", "tcs", "pixel-ncm", "logreg"],
+                            "accuracy": [45.8, 44.0, 32.7, 45.0], "ci95": [1.0, 1.1, 0.9, 1.0],
+                            "fit_seconds": 0.01, "predict_seconds": 0.001, "peak_memory_mb": 1.0,
+                            "network": ["teacher", "student", "pixels", "teacher"],
+                            "flops_per_image": [6e8, 4.9e7, 0, None], "parameters": [2.2e6, 2.2e6, 0, None]})
+    made = {figure.name: figure for figure in report_figures(summary, pd.DataFrame())}
+    assert made["accuracy-vs-flops"].data["rows"] == "3" and made["accuracy-vs-flops"].uri.startswith("data:image/png")
+    axes = figures.accuracy_vs_flops(summary).axes[0]
+    assert axes.get_xscale() == "log" and len(axes.containers) == 3, "one error bar per measured method"
+    assert "accuracy-vs-flops" not in {f.name for f in report_figures(summary.drop(columns="flops_per_image"), pd.DataFrame())}

@@ -91,3 +91,68 @@ def test_settings_with_missing_values_stay_separate():
     differences = paired(records, reference="b")
     assert differences[["protocol", "n_pairs"]].values.tolist() == [["episodic", 2], ["pfsl", 3]]
     assert differences["difference"].tolist() == pytest.approx([20.0, 20.0])
+
+
+def test_gap_closed_recovers_known_ratio_and_its_ci_covers():
+    from tcs_fewshot.evaluation.stats import gap_closed, gap_line
+
+    rng = np.random.default_rng(5)
+    hits = 0
+    for trial in range(200):
+        n = 150
+        student = rng.uniform(0.3, 0.5, n)
+        gap = rng.normal(0.06, 0.05, n)
+        tcs = student + 0.6 * gap + rng.normal(0.0, 0.03, n)  # closes 60% of the gap on average
+        records = make_records({"student-ncm": student, "ncm": student + gap, "tcs": tcs})
+        result = gap_closed(records, "tcs")
+        hits += result["ci_low"] <= 0.6 <= result["ci_high"]
+    assert 0.90 <= hits / 200 <= 0.99, hits
+    assert result["ratio"] == pytest.approx(((tcs - student).mean()) / gap.mean())
+    assert not result["no_gap"]
+    assert gap_line(records).startswith("tcs closed ")
+
+
+def test_gap_closed_says_when_the_teacher_does_not_beat_the_student():
+    from tcs_fewshot.evaluation.stats import gap_closed, gap_line
+
+    rng = np.random.default_rng(6)
+    student = rng.uniform(0.3, 0.5, 80)
+    records = make_records({"student-ncm": student, "ncm": student + rng.normal(-0.01, 0.05, 80),
+                            "tcs": student + 0.01})
+    assert gap_closed(records, "tcs")["no_gap"]
+    assert "no gap for tcs to close" in gap_line(records)
+    assert gap_line(make_records({"ncm": student})) is None
+    with pytest.raises(TcsFewshotError, match="not in the records"):
+        gap_closed(records, "kd")
+
+
+def test_summary_shows_teacher_passes_and_the_deployed_cost():
+    from tcs_fewshot.evaluation.report import readable_summary
+    from tcs_fewshot.evaluation.stats import with_deployed
+
+    records = make_records({"ncm": [0.5, 0.6], "tcs": [0.4, 0.5]})
+    records["teacher_forward_passes"] = np.where(records["method"] == "tcs", 20, np.nan)
+    settings = {"ncm": {"deployed": {"network": "teacher", "flops_per_image": 600_000_000, "parameters": 2_223_872}},
+                "tcs": {"deployed": {"network": "student", "flops_per_image": 49_500_000, "parameters": 2_000_000}},
+                "student": {"spec": "x"}}
+    readable = readable_summary(with_deployed(summary(records), settings)).set_index("method")
+    assert readable.loc["tcs", "teacher passes"] == 20 and np.isnan(readable.loc["ncm", "teacher passes"])
+    assert readable["network"].tolist() == ["teacher", "student"]
+    assert readable["MFLOPs"].tolist() == [600.0, 49.5] and readable.loc["ncm", "params (M)"] == 2.224
+
+
+def test_reports_carry_the_gap_closed_line_per_run_and_setting():
+    from pathlib import Path
+
+    from tcs_fewshot.evaluation.compare import Run, compare_loaded
+    from tcs_fewshot.evaluation.report import format_tables
+
+    rng = np.random.default_rng(7)
+    student = rng.uniform(0.3, 0.5, 60)
+    gap = rng.normal(0.06, 0.02, 60)
+    records = make_records({"student-ncm": student, "ncm": student + gap, "tcs": student + 0.5 * gap})
+    run = Run(Path("r"), "r", "r", {}, records, ["ncm", "student-ncm", "tcs"])
+    summary_table, paired_table = compare_loaded([run], reference="student-ncm")
+    [line] = paired_table.attrs["gap_closed"]
+    assert line.startswith("r (dataset toy, protocol episodic, split test, ways 5, shots 5, queries 15): tcs closed 50%")
+    assert line in format_tables(summary_table, paired_table, "md")

@@ -29,9 +29,11 @@ from tcs_fewshot.evaluation.rundirs import expand_runs, unique_labels
 from tcs_fewshot.evaluation.stats import (
     GROUP_COLUMNS,
     describe_ci,
+    gap_line,
     group_columns,
     paired,
     summary,
+    with_deployed,
 )
 from tcs_fewshot.evaluation.store import load_records
 
@@ -159,7 +161,8 @@ def compare_loaded(runs: Sequence[Run], reference: str | None = None,
     order = method_labels(runs)
     parts = []
     for run in runs:
-        table = summary(run.records, by=keys, ci=ci, methods=run.methods)
+        settings = run.manifest.get("method_settings") or (run.manifest.get("config") or {}).get("methods_settings") or {}
+        table = with_deployed(summary(run.records, by=keys, ci=ci, methods=run.methods), settings)
         table.insert(len(keys), "run", run.label)
         parts.append(table)
     summary_table = pd.concat(parts, ignore_index=True)
@@ -173,7 +176,21 @@ def compare_loaded(runs: Sequence[Run], reference: str | None = None,
         paired_table = paired_table.sort_values(keys, kind="stable").reset_index(drop=True)
         paired_table.attrs["ci"] = describe_ci(ci)
     paired_table.attrs["unpaired"] = [] if reference is not None else unpaired_runs(runs)
+    paired_table.attrs["gap_closed"] = gap_lines(runs, keys)
     return summary_table, paired_table
+
+
+def gap_lines(runs: Sequence[Run], keys: Sequence[str]) -> list[str]:
+    """One :func:`~tcs_fewshot.evaluation.stats.gap_line` per run and setting that ran tcs, student-ncm and ncm."""
+    lines = []
+    for run in runs:
+        groups = run.records.groupby(list(keys), dropna=False, sort=False) if keys else [((), run.records)]
+        for values, records in groups:
+            line = gap_line(records.drop(columns=[k for k in keys if k in records]))
+            if line is not None:
+                where = ", ".join(f"{k} {v}" for k, v in zip(keys, values if isinstance(values, tuple) else (values,)))
+                lines.append(f"{run.label}" + (f" ({where})" if where else "") + f": {line}")
+    return lines
 
 
 def compare_runs(run_dirs: Iterable[str | os.PathLike], reference: str | None = None,

@@ -121,6 +121,39 @@ def cost_bars(summary: pd.DataFrame) -> Figure:
     return figure
 
 
+def accuracy_vs_flops(summary: pd.DataFrame) -> Figure | None:
+    """Accuracy (%, 95% CI bars) against the deployed network's inference MFLOPs per image (log axis).
+
+    One point per method and setting, from the ``flops_per_image`` column of
+    :func:`tcs_fewshot.evaluation.stats.with_deployed`. Methods that run no network (0 FLOPs,
+    pixel-ncm) sit at the axis' left edge, labelled "no network". ``None`` when nothing was measured.
+    """
+    if "flops_per_image" not in summary:
+        return None
+    flops = pd.to_numeric(summary["flops_per_image"]).to_numpy(dtype=float) / 1e6
+    known = ~np.isnan(flops)
+    if not known.any():
+        return None
+    positive = flops[known & (flops > 0)]
+    floor = float(positive.min()) / 10 if len(positive) else 1e-3
+    others = varying_settings(summary)
+    figure = _new_figure(4.2)
+    axes = figure.subplots()
+    for (_, row), x in zip(summary.iterrows(), flops):
+        if np.isnan(x):
+            continue
+        label = row["method"] + (f" [{_setting_text(row, others)}]" if others else "")
+        shown = x if x > 0 else floor
+        axes.errorbar(shown, row["accuracy"], yerr=row["ci95"], fmt="o", capsize=3, label=label)
+        axes.annotate(label if x > 0 else f"{label} (no network)", (shown, row["accuracy"]), fontsize=7,
+                      xytext=(4, 4), textcoords="offset points")
+    axes.set_xscale("log")
+    axes.set_xlabel("inference cost of the deployed network (MFLOPs per image, log scale)")
+    axes.set_ylabel("accuracy (%)")
+    axes.grid(alpha=0.3)
+    return figure
+
+
 def png_data_uri(figure: Figure) -> tuple[str, tuple[int, int]]:
     """The figure as a ``data:image/png;base64,...`` URI, and its size ``(width, height)`` in px."""
     buffer = io.BytesIO()

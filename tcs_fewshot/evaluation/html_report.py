@@ -2,7 +2,7 @@
 
 One file, no external resource: CSS inline, figures as base64 PNG ``<img>``. Elements a test
 or script may look for carry stable ids: ``summary-table``, ``paired-table``,
-``figure-accuracy-vs-shots``, ``figure-paired-differences``, ``figure-cost``,
+``figure-accuracy-vs-shots``, ``figure-paired-differences``, ``figure-accuracy-vs-flops``, ``figure-cost``,
 ``leakage-warnings``, ``provenance``; each ``<figure>`` has ``data-figure`` and its ``<img>``
 its pixel ``width``/``height``.
 """
@@ -75,6 +75,8 @@ dl.facts dt { color: #59636e; } dl.facts dd { margin: 0; font-family: ui-monospa
 {% if paired_setting %}<p class="muted">{{ paired_setting }}</p>{% endif %}
 {{ paired_table|safe }}
 <p class="muted">Per task, method minus reference; wins/losses count the tasks where the method was better/worse.</p>
+{% if gap_closed %}<section id="gap-closed">{% for line in gap_closed %}<p class="note">{{ line }}</p>
+{% endfor %}</section>{% endif %}
 {% else %}
 <p id="paired-table-empty" class="muted">No two methods ran on the same tasks, so nothing is paired.</p>
 {% endif %}
@@ -137,6 +139,14 @@ def report_figures(summary: pd.DataFrame, paired: pd.DataFrame) -> list[ReportFi
             "Paired differences (method minus reference) with 95% CIs; green/red: the CI excludes 0.",
             rows=str(len(paired)),
         ))
+    flops = figures.accuracy_vs_flops(summary)
+    if flops is not None:
+        made.append(_figure(
+            "accuracy-vs-flops", flops, "Accuracy against the deployed network's inference FLOPs, one point per method",
+            "Mean accuracy with its 95% CI over tasks against the FLOPs per image of the network that makes the "
+            "predictions (teacher or student; log scale). Methods without a network sit at the left edge.",
+            rows=str(int(pd.to_numeric(summary["flops_per_image"]).notna().sum())),
+        ))
     made.append(_figure(
         "cost", figures.cost_bars(summary), "Time per task and peak memory per method",
         "Mean wall-clock fit and predict time per task (log scale) and peak Python-heap memory per task.",
@@ -193,7 +203,7 @@ def render_html_report(runs: Sequence[Run], reference: str | None = None, ci: st
         summary_table=summary_html, summary_setting=summary_setting, left_summary=left,
         left_paired=left_paired,
         paired_table=paired_html, paired_setting=paired_setting,
-        figure_list=report_figures(summary, paired), provenance=[_provenance(run) for run in runs],
+        gap_closed=paired.attrs.get("gap_closed", []), figure_list=report_figures(summary, paired), provenance=[_provenance(run) for run in runs],
     )
 
 

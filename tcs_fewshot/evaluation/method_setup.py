@@ -25,6 +25,7 @@ from tcs_fewshot.methods.catalog import (
 )
 from tcs_fewshot.models.features import FeatureSet
 
+PIXEL_SIDE = 16  # pixel-ncm's input: the 16x16x3 image of pixel_features' default
 UNRELATED_ITEMS = 512  # images of the other benchmark that fit the tcs-unrelated basis
 
 
@@ -108,7 +109,37 @@ def build_methods(names: Sequence[str], features: FeatureSet, base_mean: np.ndar
             methods[name] = build_student_method(name, contexts[objective], training, dict(student.options.get(name, {})), extra)
             inputs[name] = _item_ids
             settings[name] = methods[name].describe()
+    costs: dict[str, dict[str, Any]] = {}
+    for name, kind in kinds.items():
+        network = {"features": "teacher", "pixels": "pixels"}.get(kind, "student")
+        if network not in costs:
+            costs[network] = deployed_cost(network, teacher, context.student if context else None, data)
+        settings.setdefault(name, {})["deployed"] = costs[network]
     return methods, inputs, settings
+
+
+def deployed_cost(network: str, teacher: Any, student: Any, data: Any) -> dict[str, Any]:
+    """What makes a method's predictions at inference: ``network``, ``flops_per_image``, ``parameters``, ``image_size`` (px).
+
+    The teacher is measured at the crop size its own preprocessing produces, the student at its
+    image size. ``pixels`` (pixel-ncm) runs no network: 0 FLOPs and 0 parameters (the NCM on
+    the flattened 16x16x3 image is not counted, as no method's classifier head is). ``None`` where the
+    network is not loaded (a ``--features`` run has no teacher model).
+    """
+    from tcs_fewshot.models.students import count_parameters, flops_per_image
+
+    if network == "pixels":
+        return {"network": "pixels", "flops_per_image": 0, "parameters": 0, "image_size": PIXEL_SIDE}
+    if network == "student":
+        return {"network": "student", "flops_per_image": flops_per_image(student), "parameters": count_parameters(student.model),
+                "image_size": student.image_size}
+    if teacher is None or getattr(teacher, "model", None) is None:
+        return {"network": "teacher", "flops_per_image": None, "parameters": None, "image_size": None}
+    from PIL import Image
+
+    crop = int(teacher.transform(Image.new("RGB", (256, 256))).shape[-1])
+    return {"network": "teacher", "flops_per_image": flops_per_image(teacher.model, crop),
+            "parameters": count_parameters(teacher.model), "image_size": crop}
 
 
 def _item_ids(item_ids: np.ndarray) -> np.ndarray:

@@ -12,12 +12,14 @@ from rich.table import Table
 from tcs_fewshot.errors import TcsFewshotError
 
 FORMATS = ("md", "csv", "latex")
+DEPLOYED_COLUMNS = ("network", "flops_per_image", "parameters")
 
 
 def readable_summary(table: pd.DataFrame) -> pd.DataFrame:
     """A :func:`summary` table with ``accuracy ± ci95`` as text and rounded costs."""
     settings = [c for c in table.columns if c not in {
-        "method", "n", "failures", "accuracy", "ci95", "std", "fit_seconds", "predict_seconds", "peak_memory_mb"}]
+        "method", "n", "failures", "accuracy", "ci95", "std", "fit_seconds", "predict_seconds", "peak_memory_mb",
+        *DEPLOYED_COLUMNS, "teacher_forward_passes"}]
     readable = table[settings + ["method"]].copy()
     readable["accuracy (%)"] = [f"{a:.2f} ± {c:.2f}" for a, c in zip(table["accuracy"], table["ci95"])]
     readable["n"] = table["n"]
@@ -25,6 +27,13 @@ def readable_summary(table: pd.DataFrame) -> pd.DataFrame:
     readable["fit (ms)"] = (table["fit_seconds"] * 1000).round(2)
     readable["predict (ms)"] = (table["predict_seconds"] * 1000).round(2)
     readable["peak memory (MB)"] = table["peak_memory_mb"].round(2)
+    if "teacher_forward_passes" in table and table["teacher_forward_passes"].notna().any():
+        readable["teacher passes"] = table["teacher_forward_passes"].round(1)
+    # from stats.with_deployed: the deployed model's inference cost (absent when nothing was measured)
+    if "network" in table and pd.to_numeric(table["flops_per_image"]).notna().any():
+        readable["network"] = table["network"]
+        readable["MFLOPs"] = (pd.to_numeric(table["flops_per_image"]) / 1e6).round(1)
+        readable["params (M)"] = (pd.to_numeric(table["parameters"]) / 1e6).round(3)
     readable.attrs = dict(table.attrs)
     return readable
 
@@ -89,7 +98,7 @@ def rich_table(table: pd.DataFrame, title: str | None = None) -> Table:
         numeric = all(_NUMBER.fullmatch(cell) for cell in cells[column] if cell)
         rich.add_column(str(column), justify="right" if numeric else "left", no_wrap=numeric,
                         overflow="ellipsis" if numeric else "fold",
-                        min_width=min(max(map(len, cells[column]), default=0), 99 if numeric else 6))
+                        min_width=max(map(len, cells[column]), default=0) if numeric else None)
     for row in zip(*cells.values()):
         rich.add_row(*row)
     return rich
@@ -132,6 +141,8 @@ def format_tables(summary: pd.DataFrame, paired: pd.DataFrame, fmt: str,
         text = to_markdown(readable[name]) if fmt == "md" else to_latex(readable[name])
         if len(which) > 1:
             text = (f"## {headings[name]}\n\n" if fmt == "md" else f"% {headings[name]}\n") + text
+        if name == "paired" and fmt == "md" and paired.attrs.get("gap_closed"):
+            text += "\nGap closed:\n\n" + "".join(f"- {line}\n" for line in paired.attrs["gap_closed"])
         parts.append(text)
     return "\n".join(parts)
 
@@ -151,4 +162,5 @@ def terminal_report(summary: pd.DataFrame, paired: pd.DataFrame, warnings: list[
         shown.append(rich_table(narrow, title=f"paired differences: {setting}" if setting else "paired differences"))
     shown += [Panel(text, title="leakage", border_style="yellow") for text in warnings]
     shown += [f"note: {note}" for note in notes]
+    shown += [f"gap closed: {line}" for line in paired.attrs.get("gap_closed", [])]
     return shown

@@ -77,7 +77,8 @@ def summary(
 
     Columns: the setting columns, ``method``, ``n`` (successful tasks), ``failures``,
     ``accuracy`` and ``ci95`` and ``std`` (percent), ``fit_seconds``, ``predict_seconds``
-    (mean per task), ``peak_memory_mb`` (mean per task). ``attrs["ci"]`` says how the CI was made.
+    (mean per task), ``peak_memory_mb`` (mean per task), ``teacher_forward_passes`` (mean per task,
+    when recorded). ``attrs["ci"]`` says how the CI was made.
     """
     keys = [*group_columns(records, by), "method"]
     frame = records.assign(accuracy=records["accuracy"].astype(float) * 100.0)
@@ -89,6 +90,7 @@ def summary(
         fit_seconds=("fit_seconds", "mean"),
         predict_seconds=("predict_seconds", "mean"),
         peak_memory_mb=("peak_memory_mb", "mean"),
+        **({"teacher_forward_passes": ("teacher_forward_passes", "mean")} if "teacher_forward_passes" in frame else {}),
     )
     table.insert(3, "ci95", ci_half_width(table["std"], table["n"], confidence, ci))
     table = table.reset_index()
@@ -168,3 +170,95 @@ def paired(
         result = result.drop(columns="std")
     result.attrs["ci"] = describe_ci(ci, confidence)
     return result
+
+
+def gap_closed(
+    records: pd.DataFrame,
+    method: str,
+    student: str = "student-ncm",
+    teacher: str = "ncm",
+    confidence: float = 0.95,
+) -> dict:
+    """Fraction of the student-teacher gap that ``method`` closes, with a delta-method CI.
+
+    ``gap closed = mean(method - student) / mean(teacher - student)`` over the tasks all three
+    solved (same task index and checksum); accuracies in points. The CI is the delta method
+    for a ratio of paired means, using the per-task differences ``d = method - student`` and
+    ``g = teacher - student``: ``var(R) ~ (var(d) - 2 R cov(d, g) + R^2 var(g)) / (n mean(g)^2)``
+    with the normal quantile. Only one setting may be present (filter the records first).
+
+    Returns a dict: ``method``, ``student``, ``teacher``, ``n``, ``gap`` and ``gap_ci95``
+    (teacher - student, points), ``gain`` and ``gain_ci95`` (method - student, points),
+    ``ratio``, ``ci_low``, ``ci_high`` (NaN when there is no gap) and ``no_gap`` (True when the
+    gap's CI reaches 0 or below, so the ratio means nothing).
+    """
+    keys = group_columns(records)
+    if keys and records[keys].drop_duplicates().shape[0] > 1:
+        raise TcsFewshotError(f"gap_closed needs one setting; the records hold several ({', '.join(keys)}): filter them first")
+    present = set(records["method"])
+    missing = [m for m in (method, student, teacher) if m not in present]
+    if missing:
+        raise TcsFewshotError(f"gap_closed: method(s) {', '.join(missing)} not in the records; present: {', '.join(sorted(present))}")
+    succeeded = records[records["failure"].isna()]
+    wide = succeeded.pivot_table(index=["task_index", "task_checksum"], columns="method", values="accuracy",
+                                 aggfunc="first")[[method, student, teacher]].dropna() * 100.0
+    gain = (wide[method] - wide[student]).to_numpy()
+    gap = (wide[teacher] - wide[student]).to_numpy()
+    n = len(gain)
+    if n < 2:
+        raise TcsFewshotError(f"gap_closed needs at least 2 tasks solved by {method}, {student} and {teacher}; found {n}")
+    quantile = NormalDist().inv_cdf(0.5 + confidence / 2)
+    gap_mean, gain_mean = gap.mean(), gain.mean()
+    gap_half = quantile * gap.std(ddof=1) / np.sqrt(n)
+    result = dict(method=method, student=student, teacher=teacher, n=n, gap=gap_mean, gap_ci95=gap_half,
+                  gain=gain_mean, gain_ci95=quantile * gain.std(ddof=1) / np.sqrt(n),
+                  ratio=np.nan, ci_low=np.nan, ci_high=np.nan, no_gap=bool(gap_mean - gap_half <= 0))
+    if gap_mean != 0:
+        ratio = gain_mean / gap_mean
+        covariance = np.cov(gain, gap, ddof=1)
+        variance = (covariance[0, 0] - 2 * ratio * covariance[0, 1] + ratio**2 * covariance[1, 1]) / (n * gap_mean**2)
+        half = quantile * np.sqrt(max(variance, 0.0))
+        result.update(ratio=ratio, ci_low=ratio - half, ci_high=ratio + half)
+    return result
+
+
+def gap_line(records: pd.DataFrame, method: str = "tcs", student: str = "student-ncm", teacher: str = "ncm",
+             confidence: float = 0.95) -> str | None:
+    """One sentence for a run summary: the gap ``method`` closed, or why there is no gap to close.
+
+    ``None`` when the records lack one of the three methods or hold several settings.
+    """
+    present = set(records["method"])
+    if not {method, student, teacher} <= present:
+        return None
+    keys = group_columns(records)
+    if keys and records[keys].drop_duplicates().shape[0] > 1:
+        return None
+    try:
+        gap = gap_closed(records, method, student, teacher, confidence)
+    except TcsFewshotError:
+        return None
+    if gap["no_gap"]:
+        return (f"{teacher} does not beat {student} ({gap['gap']:+.2f} ± {gap['gap_ci95']:.2f} points over "
+                f"{gap['n']} tasks), so there is no gap for {method} to close; {method} - {student}: "
+                f"{gap['gain']:+.2f} ± {gap['gain_ci95']:.2f} points.")
+    return (f"{method} closed {gap['ratio']:.0%} ({confidence:.0%} CI {gap['ci_low']:.0%} to {gap['ci_high']:.0%}, "
+            f"delta method over {gap['n']} paired tasks) of the {gap['gap']:.2f}-point gap between {student} and {teacher}.")
+
+
+def with_deployed(table: pd.DataFrame, settings: dict) -> pd.DataFrame:
+    """``table`` (one row per method) plus ``network``, ``flops_per_image`` and ``parameters``.
+
+    ``settings`` is the run manifest's per-method record (``settings[name]["described"]["deployed"]``
+    in ``method_settings``, or ``settings[name]["deployed"]`` as
+    :func:`tcs_fewshot.evaluation.method_setup.build_methods`); methods without one get NaN.
+    """
+    deployed = {name: value.get("deployed") or (value.get("described") or {}).get("deployed") or {}
+                for name, value in settings.items() if isinstance(value, dict)}
+    extended = table.assign(
+        network=[deployed.get(m, {}).get("network") for m in table["method"]],
+        flops_per_image=[deployed.get(m, {}).get("flops_per_image") for m in table["method"]],
+        parameters=[deployed.get(m, {}).get("parameters") for m in table["method"]],
+    )
+    extended.attrs = dict(table.attrs)
+    return extended
