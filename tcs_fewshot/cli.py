@@ -251,6 +251,8 @@ def _show_result(setting, result) -> None:
     if len(differences):
         narrow, described = without_constant_settings(differences)
         show(rich_table(narrow, title=f"paired differences: {described}"))
+    for line in result.gap_lines:
+        click.echo(f"gap closed: {line}")
 
 
 def _show_setting(setting, result) -> None:

@@ -156,3 +156,18 @@ def test_reports_carry_the_gap_closed_line_per_run_and_setting():
     [line] = paired_table.attrs["gap_closed"]
     assert line.startswith("r (dataset toy, protocol episodic, split test, ways 5, shots 5, queries 15): tcs closed 50%")
     assert line in format_tables(summary_table, paired_table, "md")
+
+
+def test_a_run_summary_states_the_gap_its_tcs_methods_closed(tmp_path):
+    from tcs_fewshot.evaluation.experiment import RunResult
+    from tcs_fewshot.evaluation.sweep import write_run_tables
+
+    rng = np.random.default_rng(8)
+    student = rng.uniform(0.3, 0.5, 100)
+    records = make_records({"ncm": student + 0.06, "student-ncm": student, "kd": student + 0.01,
+                            "student-ncm@tcs": student + 0.045 + rng.normal(0, 0.01, 100)})
+    result = RunResult(tmp_path, None, records, summary(records), paired(records, reference="ncm"))
+    (line,) = result.gap_lines  # kd is not a TCS method
+    assert line.startswith("student-ncm@tcs closed 7") and "between student-ncm and ncm" in line
+    write_run_tables(result)
+    assert f"- {line}" in (tmp_path / "summary.md").read_text()

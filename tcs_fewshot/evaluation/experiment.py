@@ -127,6 +127,14 @@ class RunResult:
     def failures(self) -> int:
         return int(self.records["failure"].notna().sum())
 
+    @property
+    def gap_lines(self) -> list[str]:
+        """For each TCS method (``tcs*``, ``*@tcs``): the share of the student-ncm-to-ncm gap it closed, one sentence."""
+        from tcs_fewshot.evaluation.stats import gap_line
+
+        names = [name for name in dict.fromkeys(self.records["method"]) if name.startswith("tcs") or name.endswith("@tcs")]
+        return [line for line in (gap_line(self.records, name) for name in names) if line]
+
 
 def _benchmark_data(config: RunConfig) -> BenchmarkData:
     adapter, root = open_benchmark(config.benchmark, config.root, config.split_file)

@@ -89,8 +89,12 @@ def write_run_tables(result: RunResult) -> list[Path]:
         write_table,
     )
 
+    summary = write_table(readable_summary(result.summary), result.run_dir / "summary.md")
+    if result.gap_lines:
+        with summary.open("a") as handle:
+            handle.write("\n" + "\n".join(f"- {line}" for line in result.gap_lines) + "\n")
     return [
-        write_table(readable_summary(result.summary), result.run_dir / "summary.md"),
+        summary,
         write_table(result.summary, result.run_dir / "summary.csv"),
         write_table(readable_paired(result.paired), result.run_dir / "paired.md"),
     ]
