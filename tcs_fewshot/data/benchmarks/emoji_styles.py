@@ -1,6 +1,8 @@
 """The emoji styles: where their packages are installed, and how an emoji becomes a 72x72 image.
 
-Styles, each used when found (OpenMoji is required), at most one per artwork:
+The default schemes (``subgroups``, ``subgroups-wide``) draw exactly the pip styles
+(:data:`PIP_STYLES`: openmoji and twemoji, at their pinned versions); ``all-styles`` draws every
+style found (OpenMoji is required), at most one per artwork:
 
 ==========  ===========================================================  ==============
 name        source                                                       licence
