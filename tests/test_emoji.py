@@ -53,7 +53,7 @@ def small(tmp_path_factory):
 def test_adapter_follows_the_benchmark_protocol():
     adapter = Emoji()
     assert isinstance(adapter, Benchmark)
-    assert (adapter.name, adapter.schemes) == ("emoji", ("subgroups",))
+    assert (adapter.name, adapter.schemes) == ("emoji", ("subgroups", "subgroups-wide", "all-styles"))
 
 
 def test_committed_manifest_is_what_the_builder_derives(emoji_test):

@@ -250,3 +250,21 @@ def test_an_unwritable_root_is_a_problem_before_rendering(tmp_path, monkeypatch)
     with pytest.raises(TcsFewshotError, match="writable") as error:
         Glyphs(**SMALL).load(blocker / "glyphs")
     assert "\n" not in str(error.value) and str(blocker) in str(error.value)
+
+
+def test_pfsl_split_keeps_a_face_on_one_side_and_leaves_the_index_as_it_was(tmp_path):
+    # Thai has 10 faces: with 20 renderings, renderings 2j and 2j+1 are face j with other jitters.
+    data = Glyphs(renderings=20, scripts=("Thai",), max_classes_per_script=3, progress=False).load(tmp_path)
+    index, split = data.index, data.image_split
+    assert index.is_train is None and split.shape == index.item_ids.shape
+    pairs = split.reshape(3, 10, 2)
+    assert (pairs[..., 0] == pairs[..., 1]).all(), "both renderings of a face on one side"
+    assert (pairs[..., 0].sum(axis=1) == 5).all(), "half the faces of each letter are train faces"
+    again = Glyphs(renderings=20, scripts=("Thai",), max_classes_per_script=3, progress=False).load(tmp_path)
+    assert np.array_equal(again.image_split, split)
+    assert data.manifest["image_split"]["train_images"] == 30 and data.manifest["image_split"]["fewest_train_images"] == 10
+    pfsl = data.index_for("pfsl")
+    assert np.array_equal(pfsl.is_train, split) and pfsl.fingerprint != index.fingerprint
+    task = sample_tasks(pfsl, TaskSpec(protocol="pfsl", shots=5, seed=0), 1).tasks[0]
+    assert len(task.support_ids) == 15 and len(task.query_ids) == 30
+    assert not set(task.support_ids) & set(task.query_ids)

@@ -188,3 +188,15 @@ def test_groups_change_the_identity_and_an_unservable_shape_is_named():
     assert plain.fingerprint != index.fingerprint
     with pytest.raises(TcsFewshotError, match="keeps only 21 items outside the groups of a 5-shot support set"):
         TaskSampler(index, TaskSpec(split="test", ways=3, shots=5, queries=22))
+
+
+def test_pfsl_refuses_a_group_on_both_sides_of_the_image_split():
+    base = make_index()
+    # Groups of two consecutive items: item 2j is train, 2j+1 test, so every group straddles the split.
+    straddling = LabelIndex.from_items(base.item_ids, base.labels, base.class_splits, is_train=base.is_train,
+                                       groups=[f"g{i // 2}" for i in range(len(base.item_ids))])
+    with pytest.raises(TcsFewshotError, match="has items among both the train and the test images"):
+        TaskSampler(straddling, TaskSpec(protocol="pfsl", shots=1))
+    one_side = LabelIndex.from_items(base.item_ids, base.labels, base.class_splits, is_train=base.is_train,
+                                     groups=[f"g{i}" for i in range(len(base.item_ids))])
+    assert TaskSampler(one_side, TaskSpec(protocol="pfsl", shots=1)).task(0).query_ids.size

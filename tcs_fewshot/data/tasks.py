@@ -179,6 +179,14 @@ class TaskSampler:
         test_positions = np.flatnonzero(~self.index.is_train)
         if len(test_positions) == 0:
             raise TaskShapeError(f"dataset '{self.index.name}' has no official test items for pFSL queries")
+        if self.index.groups is not None:
+            # A query rendering the same instance as a possible shot would be matched to its own copy.
+            shared = np.intersect1d(self.index.groups[self.index.is_train], self.index.groups[test_positions])
+            if len(shared):
+                raise TaskShapeError(
+                    f"dataset '{self.index.name}': group '{shared[0]}' has items among both the train and the "
+                    f"test images ({len(shared)} such groups); put every group on one side of is_train"
+                )
         self._query_positions = test_positions[np.argsort(self.index.item_ids[test_positions], kind="stable")]
         label_of_class = {c: j for j, c in enumerate(self.classes)}
         self._query_labels = np.array(

