@@ -468,12 +468,12 @@ def data_prepare(benchmark, archives, root, no_verify) -> None:
 
     result = prepare(benchmark, archives, root, verify=not no_verify)
     for line in result.checksums:
-        console.print(f"checksum: {line}", markup=False, highlight=False)
+        click.echo(f"checksum: {line}")
     for line in result.warnings:
         click.echo(f"warning: {line}", err=True)
     facts = ", ".join(f"{key} {value}" for key, value in result.report.facts.items())
     done = "ready" if result.extracted else "already prepared from these archives (nothing extracted)"
-    console.print(f"{benchmark} {done} at {result.root}: {facts}", markup=False, highlight=False)
+    click.echo(f"{benchmark} {done} at {result.root}: {facts}")
     click.echo(f"run: {result.command}")
 
 

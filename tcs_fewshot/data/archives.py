@@ -100,14 +100,6 @@ def md5_of(path: Path) -> str:
     return calculate_md5(str(path))
 
 
-def is_archive(path: Path) -> bool:
-    """Whether ``path`` is a tar (any compression) or zip file, by content."""
-    try:
-        return zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
-    except OSError:
-        return False
-
-
 @contextmanager
 def staging(root: Path, benchmark: str) -> Iterator[Path]:
     """A fresh hidden folder inside ``root`` (same file system as the entries), removed on exit.

@@ -29,7 +29,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tcs_fewshot.data.archives import extract, is_archive, md5_of, staging, swap_in
+from tcs_fewshot.data.archives import extract, md5_of, staging, swap_in
 from tcs_fewshot.data.benchmarks import CheckReport, default_root, get_benchmark
 from tcs_fewshot.data.prepare_formats import FORMATS, Format
 from tcs_fewshot.errors import TcsFewshotError
@@ -143,7 +143,7 @@ def prepare(name: str, archives: list[str | os.PathLike], root: str | os.PathLik
     with staging(root, name) as stage:
         new, extracted = stage / "new", stage / "extracted"
         new.mkdir()
-        members = {path: extract(path, extracted) for path in paths if is_archive(path)}
+        members = {path: extract(path, extracted) for path in paths if path.suffix not in form.loose}
         loose = [path for path in paths if path not in members]
         entries = form.collect(extracted, loose, new)
         lines, failures = _checksums(form, digests, members, new)

@@ -42,6 +42,7 @@ class Format:
         inner_md5: ``new -> {relative path: Published}`` for extracted files with a published md5.
         no_checksum: Why there is no published md5 to compare with, when there is none.
         required: How many ``--archive`` files at least.
+        loose: Suffixes of files taken as they are (``.pkl``, ``.csv``); every other file is an archive.
     """
 
     expects: str
@@ -49,7 +50,8 @@ class Format:
     published: Callable[[Path, list[str]], Published | None] = lambda archive, names: None
     inner_md5: Callable[[Path], dict[str, Published]] = lambda new: {}
     no_checksum: str = ""
-    required: int = 1  # how many --archive files at least
+    required: int = 1
+    loose: tuple[str, ...] = ()
 
 
 def _find_dirs(top: Path, test: Callable[[Path], bool], depth: int = 3) -> list[Path]:
@@ -177,7 +179,8 @@ def _mini_collect(extracted: Path, loose: list[Path], new: Path) -> list[str]:
 
 
 MINI = Format("mini-imagenet-cache-{train,val,test}.pkl, or a tar of images/ plus train.csv, val.csv, test.csv",
-              _mini_collect, no_checksum="miniImageNet has no published checksum (torchvision has no miniImageNet)")
+              _mini_collect, no_checksum="miniImageNet has no published checksum (torchvision has no miniImageNet)",
+              loose=(".pkl", ".csv"))
 
 
 # --- tieredImageNet -----------------------------------------------------------------------------
