@@ -45,3 +45,25 @@ def test_a_passing_check_and_its_counts_go_into_the_manifest(tmp_path):
     assert check["facts"]["classes"] == 608 and check["facts"]["images"] == 1216
     assert check["counts"]["test"] == {"classes": 160, "images": 320}
     assert "skip_check" not in (out / "config.toml").read_text()  # session behaviour, not saved with the run
+
+
+def test_run_does_not_decode_every_image_but_names_a_corrupt_one_when_read(tmp_path):
+    """The check before a run is layout and counts; ``data check`` decodes, and ``run`` names the file."""
+    from PIL import Image
+
+    from tcs_fewshot.data.benchmarks.folder import ImageFolderBenchmark
+
+    for number in range(3):
+        (tmp_path / "images" / f"c{number}").mkdir(parents=True)
+        for item in range(3):
+            Image.new("RGB", (8, 8), (80 * number, 10 * item, 0)).save(tmp_path / "images" / f"c{number}" / f"{item}.png")
+    broken = tmp_path / "images" / "c1" / "2.png"
+    broken.write_bytes(broken.read_bytes()[:30])
+    benchmark = ImageFolderBenchmark(tmp_path / "images")
+    assert any(str(broken) in line for line in benchmark.check().problems)
+    assert not benchmark.check(verify_images=False).problems
+    (tmp_path / "split.json").write_text(json.dumps({"test": ["c0", "c1", "c2"]}))
+    outcome = invoke(["run", "--benchmark", "folder", "--root", str(tmp_path / "images"), "--split-file",
+                      str(tmp_path / "split.json"), "--out", str(tmp_path / "run"), *SMALL])
+    lines = [line for line in outcome.stderr.splitlines() if line.strip()]
+    assert outcome.exit_code == 2 and len(lines) == 1 and str(broken) in lines[0], outcome.stderr

@@ -167,13 +167,7 @@ class RunInputs:
     data: BenchmarkData | None = None
     teacher: object | None = None
     cache: FeatureCache | None = None
-    data_check: dict | None = None  # what run checked before loading (see data_check_record)
-
-
-def split_counts(index: LabelIndex) -> dict[str, dict[str, int]]:
-    """split -> ``{"classes": n, "images": m}`` of the loaded data (recorded per session)."""
-    return {split: {"classes": len(classes), "images": int(np.isin(index.labels, list(classes)).sum())}
-            for split, classes in index.class_splits.items()}
+    data_check: dict | None = None  # what run checked before loading, and the split counts
 
 
 def load_run_inputs(config: RunConfig, progress: bool = False, check: bool = False) -> RunInputs:
@@ -189,7 +183,7 @@ def load_run_inputs(config: RunConfig, progress: bool = False, check: bool = Fal
         return RunInputs((*load_digits_benchmark(), {"benchmark": "digits"}))
     checked = usable_check(config.benchmark, config.root, config.split_file) if check else {"skipped": True}
     data = _benchmark_data(config)
-    checked["counts"] = split_counts(data.index)
+    checked["counts"] = data.index.split_counts()
     build = data.manifest.get("build", {})
     provenance = {
         "benchmark": config.benchmark,
