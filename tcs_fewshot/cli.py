@@ -170,6 +170,9 @@ CONFIG_KEYS = {"n_tasks": "tasks"}
               help="CI quantile: normal 1.96 or Student t (n-1).")
 @click.option("--reference", default=None, help="Method that paired differences are taken against (default: first).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first method failure (records kept).")
+@click.option("--skip-check", is_flag=True,
+              help="Run even when the benchmark's check fails (layout, counts against its manifest); "
+                   "recorded in the manifest.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help='A TOML file with the same keys as these options (shots = [1, 5], methods = ["ncm", "logreg"]); '
@@ -217,7 +220,7 @@ def run(config_file: str | None, executor_name: str, address: str | None, chunk_
     results = run_sweep(run_config(values), shots=values["shots"], ways=values["ways"], out=values["out"],
                         progress=not values["no_progress"], fail_fast=values["fail_fast"],
                         on_result=_show_result if len(values["shots"]) * len(values["ways"]) == 1 else _show_setting,
-                        executor=executor)
+                        executor=executor, skip_check=values["skip_check"])
     if len(results) > 1:
         parent = results[0].run_dir.parent
         names = ", ".join(result.run_dir.name for result in results)
@@ -441,20 +444,37 @@ def data_check(benchmark, root, split_file) -> None:
 
 @data.command("prepare")
 @click.argument("benchmark")
-@click.option("--archive", type=click.Path(dir_okay=False), required=True, help="The local archive, e.g. CUB_200_2011.tgz.")
+@click.option("--archive", "archives", type=click.Path(dir_okay=False), multiple=True, required=True,
+              help="A local archive or file (repeat for several), e.g. CUB_200_2011.tgz.")
 @click.option("--root", type=click.Path(file_okay=False), default=None,
               help="Where to extract it (default $TCS_FEWSHOT_DATA/<benchmark>).")
-def data_prepare(benchmark, archive, root) -> None:
-    """Extract a local archive into the expected layout and verify it; safe to re-run.
+@click.option("--no-verify", is_flag=True,
+              help="Place data whose md5 or check fails (e.g. your own repack) instead of refusing it; "
+                   "each failure is printed as a warning.")
+def data_prepare(benchmark, archives, root, no_verify) -> None:
+    """Extract local archives safely, verify md5s and counts, print the run command; safe to re-run.
 
-    BENCHMARK is a name from 'tcs-fewshot benchmarks' whose data comes as an archive.
+    BENCHMARK is cifar_fs, fc100, omniglot, mini_imagenet, tiered_imagenet or cub. Exit code
+    2 when a checksum or the check fails (nothing placed), unless --no-verify.
 
     \b
     Example: tcs-fewshot data prepare cub --archive ~/Downloads/CUB_200_2011.tgz
+             tcs-fewshot data prepare cifar_fs --archive cifar-100-python.tar.gz
+             tcs-fewshot data prepare omniglot --archive images_background.zip --archive images_evaluation.zip
+             tcs-fewshot data prepare mini_imagenet --archive mini-imagenet-cache-train.pkl \\
+                 --archive mini-imagenet-cache-val.pkl --archive mini-imagenet-cache-test.pkl
     """
-    from tcs_fewshot.data.benchmarks import prepare_benchmark
+    from tcs_fewshot.data.prepare import prepare
 
-    console.print(f"{benchmark} ready at {prepare_benchmark(benchmark, archive, root)}")
+    result = prepare(benchmark, archives, root, verify=not no_verify)
+    for line in result.checksums:
+        click.echo(f"checksum: {line}")
+    for line in result.warnings:
+        click.echo(f"warning: {line}", err=True)
+    facts = ", ".join(f"{key} {value}" for key, value in result.report.facts.items())
+    done = "ready" if result.extracted else "already prepared from these archives (nothing extracted)"
+    click.echo(f"{benchmark} {done} at {result.root}: {facts}")
+    click.echo(f"run: {result.command}")
 
 
 @main.group()

@@ -34,9 +34,9 @@ CHOICES = {"protocol": ("episodic", "pfsl"), "ci": ("normal", "t"), "device": ("
            "student_init": ("pretrained", "scratch", "checkpoint", None)}
 MINIMUM = {"ways": 2, "shots": 1, "queries": 1, "tasks": 1, "seed": 0}
 # Options of ``run`` that are not RunConfig fields: where the run goes, and how this session behaves.
-RUN_KEYS = {"out": "str | None", "fail_fast": "bool", "no_progress": "bool"}
+RUN_KEYS = {"out": "str | None", "fail_fast": "bool", "no_progress": "bool", "skip_check": "bool"}
 # Session behaviour, accepted in a file but not saved with a run: it does not define what the run is.
-SESSION_KEYS = ("fail_fast", "no_progress")
+SESSION_KEYS = ("fail_fast", "no_progress", "skip_check")
 
 
 def _kinds() -> dict[str, str]:
@@ -60,7 +60,7 @@ def defaults() -> dict[str, Any]:
             values[field.name] = field.default
         elif field.default_factory is not MISSING:
             values[field.name] = field.default_factory()
-    values.update(out=None, fail_fast=False, no_progress=False)
+    values.update(out=None, fail_fast=False, no_progress=False, skip_check=False)
     for key in SWEEP_KEYS:
         values[key] = (values[key],)
     return values

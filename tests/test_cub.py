@@ -1,11 +1,8 @@
 """CUB-200-2011 adapter on a tiny tree in the official layout, written here (2 JPEGs per class)."""
 
-import io
 import shutil
-import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -159,67 +156,3 @@ def test_corrupt_jpeg_is_named(cub_root, tiny_expected):
     assert len(problems) == 1 and f"corrupt image '{broken}'" in one_line(problems)
     with pytest.raises(TcsFewshotError, match=f"image '{broken}' is corrupt"):
         data.load_image(data.index.item_ids[5])  # the index loaded before; the image fails when read
-
-
-def _tgz(tree_parent: Path, archive: Path) -> Path:
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(tree_parent / "CUB_200_2011", arcname="CUB_200_2011")
-    return archive
-
-
-def test_prepare_extracts_then_rerun_is_a_no_op(tmp_path, tiny_expected, monkeypatch):
-    make_cub(tmp_path / "src")
-    archive = _tgz(tmp_path / "src", tmp_path / "CUB_200_2011.tgz")
-    destination = tmp_path / "data"
-    assert CUB().prepare(archive, destination) == destination / "CUB_200_2011"
-    data = CUB().load(destination, "official")
-    assert len(data.index.item_ids) == 200 * PER_CLASS
-    stamp = (destination / "CUB_200_2011" / "images.txt").stat().st_mtime_ns
-
-    def refuse(*args):
-        raise AssertionError("a complete tree must not be extracted again")
-
-    monkeypatch.setattr(cub_module, "extract_tar", refuse)
-    assert CUB().prepare(archive, destination) == destination / "CUB_200_2011"
-    assert (destination / "CUB_200_2011" / "images.txt").stat().st_mtime_ns == stamp
-
-
-def test_prepare_refuses_a_missing_or_incomplete_archive(tmp_path, tiny_expected):
-    with pytest.raises(TcsFewshotError, match="archive '.*nope.tgz' not found; get CUB-200-2011 from Caltech"):
-        CUB().prepare(tmp_path / "nope.tgz", tmp_path / "data")
-    base = make_cub(tmp_path / "src")
-    shutil.rmtree(base / "images" / min(CLASSES))
-    archive = _tgz(tmp_path / "src", tmp_path / "CUB_200_2011.tgz")
-    with pytest.raises(TcsFewshotError, match="listed in images.txt are missing.*tcs-fewshot data check cub"):
-        CUB().prepare(archive, tmp_path / "data")
-
-
-@pytest.mark.parametrize("member", ["../evil.txt", "/tmp/evil.txt", "CUB_200_2011/../../evil.txt"])
-def test_prepare_refuses_unsafe_members(tmp_path, member):
-    archive = tmp_path / "CUB_200_2011.tgz"
-    with tarfile.open(archive, "w:gz") as tar:
-        info = tarfile.TarInfo(member)
-        info.size = 4
-        tar.addfile(info, io.BytesIO(b"evil"))
-    destination = tmp_path / "a" / "b"
-    with pytest.raises(TcsFewshotError, match="unsafe member .*refusing to extract"):
-        CUB().prepare(archive, destination)
-    assert not list(tmp_path.rglob("evil.txt"))
-
-
-def test_prepare_refuses_a_link_out_of_the_tree(tmp_path):
-    archive = tmp_path / "CUB_200_2011.tgz"
-    with tarfile.open(archive, "w:gz") as tar:
-        info = tarfile.TarInfo("CUB_200_2011/images.txt")
-        info.type, info.linkname = tarfile.SYMTYPE, "../../../etc/passwd"
-        tar.addfile(info)
-    with pytest.raises(TcsFewshotError, match="unsafe member 'CUB_200_2011/images.txt'"):
-        CUB().prepare(archive, tmp_path / "data")
-
-
-def test_prepare_refuses_a_file_that_is_not_a_tar(tmp_path):
-    archive = tmp_path / "CUB_200_2011.tgz"
-    archive.write_bytes(np.arange(100, dtype=np.uint8).tobytes())
-    with pytest.raises(TcsFewshotError, match="cannot extract .*complete copy of the archive") as error:
-        CUB().prepare(archive, tmp_path / "data")
-    assert "\n" not in str(error.value)

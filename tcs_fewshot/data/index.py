@@ -136,3 +136,8 @@ class LabelIndex:
     def all_classes(self) -> tuple[str, ...]:
         """Every class that has items, sorted."""
         return tuple(self._members)
+
+    def split_counts(self) -> dict[str, dict[str, int]]:
+        """split -> ``{"classes": n, "images": m}`` (classes of the split; items of those classes)."""
+        return {split: {"classes": len(classes), "images": sum(len(self.positions(c)) for c in classes)}
+                for split, classes in self.class_splits.items()}

@@ -58,6 +58,7 @@ def evaluate(
     measure_memory: bool = True,
     progress: bool = False,
     executor: Executor | None = None,
+    session: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Evaluate ``methods`` on every task and return the records, one row per (task, method).
 
@@ -82,6 +83,8 @@ def evaluate(
             :class:`RayExecutor` sends chunks of tasks to Ray workers, which receive the
             methods and inputs pickled. Recorded per session in the manifest, not part of the
             run's identity: a run started on one executor resumes on another.
+        session: Further facts about this session (e.g. the data check), recorded beside its
+            executor in the manifest's ``sessions``; not part of the run's identity.
 
     Returns:
         The records of these tasks and methods (stored ones included), ordered by task then method.
@@ -94,7 +97,7 @@ def evaluate(
         if missing:
             raise TcsFewshotError(f"inputs has no entry for method '{missing[0]}'; give one per method")
     executor = executor if executor is not None else LocalExecutor()
-    session = {"executor": executor.describe()}
+    session = {**(session or {}), "executor": executor.describe()}
     compute = ChunkRows(prepared, inputs, _spec_columns(tasks), measure_memory, fail_fast)
     run = _Run(Path(run_dir), tasks, list(prepared), config, session, method_settings) if run_dir is not None else None
     rows: list[dict[str, Any]] = []

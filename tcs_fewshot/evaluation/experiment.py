@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from tcs_fewshot.checksums import file_sha256
-from tcs_fewshot.data.benchmarks import BenchmarkData, open_benchmark
+from tcs_fewshot.data.benchmarks import BenchmarkData, open_benchmark, usable_check
 from tcs_fewshot.data.digits import load_digits_benchmark
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.data.taskfile import load_tasks
@@ -167,16 +167,23 @@ class RunInputs:
     data: BenchmarkData | None = None
     teacher: object | None = None
     cache: FeatureCache | None = None
+    data_check: dict | None = None  # what run checked before loading, and the split counts
 
 
-def load_run_inputs(config: RunConfig, progress: bool = False) -> RunInputs:
-    """:func:`load_inputs`, keeping the loaded benchmark, teacher and cache for student methods."""
+def load_run_inputs(config: RunConfig, progress: bool = False, check: bool = False) -> RunInputs:
+    """:func:`load_inputs`, keeping the loaded benchmark, teacher and cache for student methods.
+
+    With ``check``, a benchmark is checked first (:func:`usable_check`: layout and counts
+    against its manifest) and unusable data is refused in one line before anything is loaded.
+    """
     if config.features:
         index, features = load_features_file(config.features)
         return RunInputs((index, features, {"features_file_sha256": file_sha256(config.features)}))
     if config.benchmark == "digits":
         return RunInputs((*load_digits_benchmark(), {"benchmark": "digits"}))
+    checked = usable_check(config.benchmark, config.root, config.split_file, config.scheme) if check else {"skipped": True}
     data = _benchmark_data(config)
+    checked["counts"] = data.index.split_counts()
     build = data.manifest.get("build", {})
     provenance = {
         "benchmark": config.benchmark,
@@ -190,14 +197,15 @@ def load_run_inputs(config: RunConfig, progress: bool = False) -> RunInputs:
     if index is not data.index:  # recorded only then, so episodic runs keep their identity
         provenance["image_split"] = data.manifest.get("image_split")
     if config.teacher == "pixels":
-        return RunInputs((index, pixel_features(data), {**provenance, "embedding": "raw pixels, 16x16 RGB"}), data)
+        return RunInputs((index, pixel_features(data), {**provenance, "embedding": "raw pixels, 16x16 RGB"}), data,
+                         data_check=checked)
     device = resolve_device(config.device)  # the cache extracts on the model's device
     teacher = load_teacher(config.teacher, config.teacher_weights, device=device)
     cache = FeatureCache()
     features = cache.feature_set(teacher, data, progress=progress)
     embedding = {"teacher": teacher.name, "identity": teacher.identity, "pretraining": teacher.pretraining,
                  "config": teacher.config}
-    return RunInputs((index, features, {**provenance, "embedding": embedding}), data, teacher, cache)
+    return RunInputs((index, features, {**provenance, "embedding": embedding}), data, teacher, cache, checked)
 
 
 def base_mean(index: LabelIndex, feature_set: FeatureSet, spec: TaskSpec) -> np.ndarray | None:
@@ -266,12 +274,15 @@ def pfsl_methods(config: RunConfig) -> tuple[RunConfig, tuple[str, ...]]:
 
 
 def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progress: bool = False,
-                   fail_fast: bool = False, executor: Executor | None = None) -> RunResult:
+                   fail_fast: bool = False, executor: Executor | None = None, skip_check: bool = False) -> RunResult:
     """Sample (or load) the tasks, evaluate the methods into ``run_dir`` and summarise.
 
     With ``config.tasks_file`` the task shape, seed and count come from the file. Re-running
     with the same config and ``run_dir`` resumes: finished tasks are kept. ``executor`` (default
     this process; see :mod:`tcs_fewshot.evaluation.executors`) is not part of the run's identity.
+    A benchmark is checked before anything is computed and refused when unusable, unless
+    ``skip_check``; the check (or that it was skipped) and the split counts are recorded in this
+    session's entry of the manifest (``data_check``), not in the run's identity.
     """
     if not config.methods:
         raise TcsFewshotError("no methods given; pass --methods, e.g. ncm,simpleshot,logreg")
@@ -282,7 +293,7 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
     if config.reference is not None and config.reference not in config.methods:
         raise TcsFewshotError(f"--reference '{config.reference}' is not among --methods {','.join(config.methods)}")
     kinds = {name: method_kind(name) for name in config.methods}  # unknown names fail before any loading
-    loaded = load_run_inputs(config, progress)
+    loaded = load_run_inputs(config, progress, check=not skip_check)
     index, feature_set, provenance = loaded.probe_inputs
     if config.tasks_file:
         task_set = load_tasks(config.tasks_file, index=index)
@@ -310,8 +321,9 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
         fallbacks.append(f"the default methods without {', '.join(dropped)} (distilled on base classes, which pFSL evaluates)")
     if fallbacks:  # absent when none, so runs without one keep their identity
         recorded["fallbacks"] = fallbacks
+    session = {"data_check": loaded.data_check} if loaded.data_check is not None else None
     records = evaluate(task_set, methods, inputs, run_dir=run_dir, config=recorded, method_settings=per_method,
-                       fail_fast=fail_fast, progress=progress, executor=executor)
+                       fail_fast=fail_fast, progress=progress, executor=executor, session=session)
     reference = config.reference or config.methods[0]
     return RunResult(
         run_dir=run_dir,

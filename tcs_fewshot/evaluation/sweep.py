@@ -136,6 +136,7 @@ def run_sweep(
     fail_fast: bool = False,
     on_result: Callable[[RunConfig, RunResult], None] | None = None,
     executor: Executor | None = None,
+    skip_check: bool = False,
 ) -> list[RunResult]:
     """Run every (ways, shots) setting into its own run directory; one setting is a plain run.
 
@@ -153,6 +154,7 @@ def run_sweep(
         on_result: Called after each setting with its config and result (e.g. to print it).
         executor: Where rows are computed (default this process; see
             :mod:`tcs_fewshot.evaluation.executors`); not part of any run's identity.
+        skip_check: Do not refuse a benchmark whose check fails (see ``run_experiment``).
 
     Returns:
         One :class:`RunResult` per setting, in sweep order. Each run directory also gets its
@@ -176,7 +178,7 @@ def run_sweep(
     for setting, run_dir in zip(settings, run_dirs):
         try:
             result = run_experiment(setting, run_dir=run_dir, progress=progress, fail_fast=fail_fast,
-                                    executor=executor)
+                                    executor=executor, skip_check=skip_check)
         except TcsFewshotError:
             raise  # nothing of this run was written, or the directory holds another run
         except BaseException:

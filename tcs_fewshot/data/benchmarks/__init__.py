@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from importlib import import_module
 from pathlib import Path
@@ -90,16 +91,40 @@ def check_benchmark(
     return adapter.check(root)
 
 
-def prepare_benchmark(name: str, archive: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
-    """Extract a local archive of benchmark ``name`` into ``root`` and verify it; safe to re-run."""
-    adapter = get_benchmark(name)
-    if not hasattr(adapter, "prepare"):
-        raise TcsFewshotError(f"benchmark '{name}' has no archive to prepare; point --root at its files instead")
-    archive = Path(archive)
-    if not archive.is_file():
-        raise TcsFewshotError(f"archive '{archive}' does not exist; give the path of the downloaded file")
-    return adapter.prepare(archive, Path(root) if root is not None else default_root(name))
+def usable_check(name: str, root: str | os.PathLike | None = None,
+                 split_file: str | os.PathLike | None = None, scheme: str | None = None) -> dict:
+    """The check ``run`` makes before spending time: layout and counts, images not decoded.
+
+    Decoding every image would cost minutes on large datasets at every run; ``tcs-fewshot data
+    check`` does it, and an image that fails to decode is still refused, by name, when read.
+
+    Returns:
+        ``{"ok": True, "root", "images_decoded": False, "facts", "problems": []}`` for the manifest.
+
+    Raises:
+        TcsFewshotError: one line naming the first problem and the fixes.
+    """
+    adapter, resolved = open_benchmark(name, root, split_file)
+    # Only adapters whose schemes live in different places (emoji's all-styles build) take one.
+    by_scheme = {"scheme": scheme} if scheme and "scheme" in inspect.signature(adapter.check).parameters else {}
+    report = adapter.check(resolved, verify_images=False, **by_scheme)
+    if not report.ok:
+        more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
+        where = f" --root {root}" if root is not None else ""
+        raise TcsFewshotError(
+            f"{name} data at '{report.root}' is not usable: {report.problems[0]}{more}; fix it "
+            f"('tcs-fewshot data check {name}{where}' lists every problem) or pass --skip-check to run anyway"
+        )
+    return {"ok": True, "root": str(report.root), "images_decoded": False, "facts": dict(report.facts),
+            "problems": []}
+
+
+def prepare_benchmark(name: str, archives, root: str | os.PathLike | None = None, verify: bool = True):
+    """Extract benchmark ``name``'s local archives into ``root`` and verify them; see :mod:`tcs_fewshot.data.prepare`."""
+    from tcs_fewshot.data.prepare import prepare
+
+    return prepare(name, [archives] if isinstance(archives, (str, os.PathLike)) else list(archives), root, verify)
 
 
 __all__ = ["ADAPTERS", "Benchmark", "BenchmarkData", "CheckReport", "benchmark_table", "check_benchmark",
-           "data_home", "default_root", "get_benchmark", "open_benchmark", "prepare_benchmark"]
+           "data_home", "default_root", "get_benchmark", "open_benchmark", "prepare_benchmark", "usable_check"]

@@ -101,8 +101,9 @@ class Benchmark(Protocol):
     description: str
     source: str
 
-    def check(self, root: Path | None) -> CheckReport:
-        """Verify layout, counts against the manifest, and image integrity."""
+    def check(self, root: Path | None, verify_images: bool = True) -> CheckReport:
+        """Verify layout, counts against the manifest, and (``verify_images``: every image
+        decoded, slow on large datasets) image integrity."""
 
     def load(self, root: Path | None, scheme: str | None = None) -> BenchmarkData:
         """The data of ``scheme`` (default: the first); raises TcsFewshotError if unusable.
@@ -171,37 +172,6 @@ def compare_counts(found: dict[str, int], manifest: dict[str, Any], report: Chec
     if expected.get("images") and total != expected["images"] and not missing:
         report.problems.append(f"found {total} images of the manifest's classes, expected {expected['images']}")
     report.facts.update(classes=len([c for c in expected_classes if c in found]), images=total)
-
-
-def extract_tar(archive: Path, destination: Path) -> None:
-    """Extract a local tar archive (any compression) into ``destination``, refusing unsafe members.
-
-    A member (or link target) with an absolute path or a ``..`` component stops the extraction
-    before anything is written; tarfile's ``data`` filter (blocks device files, links leaving
-    ``destination``, unsafe permissions) applies too where this Python has it.
-    """
-    import tarfile
-
-    try:
-        with tarfile.open(archive) as tar:
-            members = tar.getmembers()
-            for member in members:
-                for name in (member.name, member.linkname if member.issym() or member.islnk() else ""):
-                    parts = name.replace("\\", "/").split("/")
-                    if (parts[0] == "" and len(parts) > 1) or ".." in parts or ":" in parts[0]:  # /x, a/../b, C:x
-                        raise TcsFewshotError(
-                            f"archive '{archive}' has an unsafe member '{member.name}' (absolute path or '..'); "
-                            "refusing to extract it: use the original archive"
-                        )
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(destination, members=members, filter="data")
-            else:  # Python before 3.10.12 / 3.11.4: the checks above are the protection
-                tar.extractall(destination, members=members)
-    except (tarfile.TarError, OSError) as error:
-        reason = " ".join(str(error).split())  # tarfile lists one reason per compression, on several lines
-        raise TcsFewshotError(
-            f"cannot extract '{archive}' into '{destination}' ({reason}); use a complete copy of the archive"
-        ) from None
 
 
 def sha256_file(path: str | os.PathLike) -> str:

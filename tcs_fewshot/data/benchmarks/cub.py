@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tcs_fewshot.data.benchmarks.base import BenchmarkData, CheckReport, extract_tar
+from tcs_fewshot.data.benchmarks.base import BenchmarkData, CheckReport
 from tcs_fewshot.data.benchmarks.scan import (
     Found,
     check_found,
@@ -103,10 +103,11 @@ class CUB:
     description = "CUB-200-2011 birds, 200 classes, 11,788 images; chen 100/50/50, metadataset 140/30/30, official"
     source = SOURCE
 
-    def check(self, root: str | os.PathLike) -> CheckReport:
-        """Text files, class folders and counts against the manifest, listed images present and decodable."""
+    def check(self, root: str | os.PathLike, verify_images: bool = True) -> CheckReport:
+        """Text files, class folders and counts against the manifest, listed images present (and decodable)."""
         report = CheckReport(self.name, Path(root).expanduser())
-        return check_found(report, lambda: _scan(report.root)[0], load_manifest(self.name, "official"), SOURCE)
+        return check_found(report, lambda: _scan(report.root)[0], load_manifest(self.name, "official"), SOURCE,
+                           verify_images)
 
     def load(self, root: str | os.PathLike, scheme: str | None = None) -> BenchmarkData:
         """All 11,788 images, split by ``scheme`` (default ``chen``); images are read when asked for."""
@@ -117,30 +118,3 @@ class CUB:
             raise TcsFewshotError(f"{found.problems[0]}; run: tcs-fewshot data check cub --root {root}")
         index = LabelIndex.from_items(found.item_ids, found.labels, manifest["splits"], is_train, name=f"cub/{scheme}")
         return BenchmarkData(index, scheme, found.loader, _dataset_dir(root), manifest)
-
-    def prepare(self, archive: str | os.PathLike, root: str | os.PathLike) -> Path:
-        """Extract a local ``CUB_200_2011.tgz`` into ``root`` unless already complete, then check it.
-
-        Returns the ``CUB_200_2011`` folder. Nothing is downloaded; re-running leaves a
-        complete tree untouched.
-        """
-        archive, root = Path(archive).expanduser(), Path(root).expanduser()
-        if not self._complete(root):
-            if not archive.is_file():
-                raise TcsFewshotError(f"archive '{archive}' not found; get {SOURCE} and pass its path")
-            root.mkdir(parents=True, exist_ok=True)
-            extract_tar(archive, root)
-        report = self.check(root)
-        if not report.ok:
-            more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
-            raise TcsFewshotError(f"{report.problems[0]}{more}; run: tcs-fewshot data check cub --root {root}")
-        return _dataset_dir(root)
-
-    def _complete(self, root: Path) -> bool:
-        """Every listed image present and every manifest class folder there (no decoding: cheap)."""
-        try:
-            found, _ = _scan(root)
-        except TcsFewshotError:
-            return False
-        classes = {c for split in load_manifest(self.name, "official")["splits"].values() for c in split}
-        return not found.problems and classes <= set(found.counts)

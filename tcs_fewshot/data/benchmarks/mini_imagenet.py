@@ -2,7 +2,7 @@
 
 Three layouts are read, tried in this order:
 
-- learn2learn's cache: ``root/mini-imagenet-cache-{train,validation,test}.pkl``, each a dict with
+- learn2learn's cache: ``root/mini-imagenet-cache-{train,validation,test}.pkl`` (``-val.pkl`` too), each a dict with
   ``image_data`` ``(n, 84, 84, 3)`` uint8 and ``class_dict`` ``{wnid: [row, ...]}``. Images come
   from memory; item ids are ``<split>/<wnid>/<row>`` (``split`` in train/val/test). The pickles
   are unpickled with only numpy and container types allowed, but pickle is still a code format:
@@ -32,13 +32,21 @@ from tcs_fewshot.data.benchmarks.scan import (
 from tcs_fewshot.errors import TcsFewshotError
 
 SPLITS = ("train", "val", "test")
-# learn2learn names the validation cache "validation", not "val".
+# learn2learn names the validation cache "validation"; other shared copies name it "val".
 PICKLES = {split: f"mini-imagenet-cache-{mode}.pkl" for split, mode in zip(SPLITS, ("train", "validation", "test"))}
+ALSO = {"val": "mini-imagenet-cache-val.pkl"}
+
+
+def _pickle(root: Path, split: str) -> Path:
+    """The cache file of ``split`` under ``root`` (learn2learn's name unless only the other one exists)."""
+    if split in ALSO and not (root / PICKLES[split]).is_file() and (root / ALSO[split]).is_file():
+        return root / ALSO[split]
+    return root / PICKLES[split]
 SOURCE = "miniImageNet (Vinyals et al. 2016; Ravi & Larochelle split CSVs)"
 
 
 def _layout(root: Path) -> str:
-    if any((root / name).is_file() for name in PICKLES.values()):
+    if any((root / name).is_file() for name in (*PICKLES.values(), *ALSO.values())):
         return "learn2learn_pickle"
     if any((root / f"{split}.csv").is_file() for split in SPLITS):
         return "csv"
@@ -53,21 +61,22 @@ def _layout(root: Path) -> str:
 def _scan_pickles(root: Path) -> Found:
     found = Found([], [], None, {}, facts={"layout": "learn2learn_pickle"})
     arrays: dict[str, np.ndarray] = {}
-    for split, name in PICKLES.items():
-        if not (root / name).is_file():
-            found.problems.append(f"'{root / name}' is missing; make it with learn2learn or use the CSV layout")
+    for split in SPLITS:
+        path = _pickle(root, split)
+        if not path.is_file():
+            found.problems.append(f"'{path}' is missing; make it with learn2learn or use the CSV layout")
             continue
-        cache = load_data_pickle(root / name)
+        cache = load_data_pickle(path)
         images = cache.get("image_data") if isinstance(cache, dict) else None
         classes = cache.get("class_dict") if isinstance(cache, dict) else None
         if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[-1] != 3 or not isinstance(classes, dict):
-            found.problems.append(f"'{root / name}' is not a learn2learn cache (image_data (n, 84, 84, 3), class_dict)")
+            found.problems.append(f"'{path}' is not a learn2learn cache (image_data (n, 84, 84, 3), class_dict)")
             continue
         arrays[split] = images
         for wnid, rows in classes.items():
             rows = [int(row) for row in rows]
             if rows and not 0 <= min(rows) <= max(rows) < len(images):
-                found.problems.append(f"'{root / name}': class '{wnid}' lists rows outside image_data")
+                found.problems.append(f"'{path}': class '{wnid}' lists rows outside image_data")
                 continue
             found.item_ids += [f"{split}/{wnid}/{row:05d}" for row in rows]
             found.labels += [wnid] * len(rows)

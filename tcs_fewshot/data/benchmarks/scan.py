@@ -139,9 +139,11 @@ def scan_split_folders(root: Path, splits: Sequence[str], source: str) -> Found:
 
 
 def check_found(
-    report: CheckReport, scan: Callable[[], Found], manifest: Mapping[str, Any], what: str
+    report: CheckReport, scan: Callable[[], Found], manifest: Mapping[str, Any], what: str,
+    verify_images: bool = True,
 ) -> CheckReport:
-    """Fill ``report``: root, layout (``scan`` raising), counts vs ``manifest``, split, integrity."""
+    """Fill ``report``: root, layout (``scan`` raising), counts vs ``manifest``, split, and
+    (``verify_images``) that every image decodes."""
     if not report.root.is_dir():
         report.problems.append(f"data root '{report.root}' does not exist or is not a directory; put {what} there")
         return report
@@ -163,7 +165,8 @@ def check_found(
     extra = sorted(set(found.counts) - manifest_classes(manifest))
     if extra:
         report.facts["classes_not_in_manifest"] = len(extra)
-    report.problems.extend(corrupt_images(found.paths))
+    if verify_images:
+        report.problems.extend(corrupt_images(found.paths))
     return report
 
 
@@ -211,11 +214,11 @@ class ScannedBenchmark:
     def scan(self, root: Path) -> Found:
         raise NotImplementedError
 
-    def check(self, root: str | os.PathLike) -> CheckReport:
+    def check(self, root: str | os.PathLike, verify_images: bool = True) -> CheckReport:
         """Layout and counts against the default scheme's manifest, and image integrity."""
         root = Path(root).expanduser()
         manifest = load_manifest(self.name, self.schemes[0])
-        return check_found(CheckReport(self.name, root), lambda: self.scan(root), manifest, self.source)
+        return check_found(CheckReport(self.name, root), lambda: self.scan(root), manifest, self.source, verify_images)
 
     def load(self, root: str | os.PathLike, scheme: str | None = None) -> BenchmarkData:
         """Items of the manifest's classes, split as ``scheme`` says (default: the first)."""
