@@ -93,8 +93,11 @@ class Emoji:
         styles = find_styles(sources, keys, self.style_names)
         return Path(root) if root is not None else data_home() / "emoji", manifest, catalog, styles
 
-    def check(self, root: Path | None = None) -> CheckReport:
-        """Usable when the packages are installed and the build is intact, or ``root`` can take one."""
+    def check(self, root: Path | None = None, images: object = None) -> CheckReport:
+        """Usable when the packages are installed and the build is intact, or ``root`` can take one.
+
+        ``images`` (image options) does not apply: the build stores opaque RGB PNGs.
+        """
         report = CheckReport(self.name, Path(root) if root is not None else data_home() / "emoji")
         try:
             report.root, _, catalog, styles = self._prepare(root)

@@ -122,8 +122,11 @@ class Glyphs:
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
         return Path(root).expanduser() / f"{self.image_size}px-{self.renderings}r-{key}"
 
-    def check(self, root: str | os.PathLike | None = None) -> CheckReport:
-        """Usable when built intact under ``root``, or when the fonts are installed and ``root`` is writable."""
+    def check(self, root: str | os.PathLike | None = None, images: object = None) -> CheckReport:
+        """Usable when built intact under ``root``, or when the fonts are installed and ``root`` is writable.
+
+        ``images`` (image options) does not apply: renderings are held as arrays.
+        """
         root = Path(root) if root is not None else data_home() / "glyphs"
         report = CheckReport(self.name, root)
         try:

@@ -19,9 +19,9 @@ from tcs_fewshot.data.benchmarks.base import (
     BenchmarkData,
     CheckReport,
     compare_counts,
-    corrupt_images,
-    load_rgb,
+    check_images,
 )
+from tcs_fewshot.data.images import ImageLoader, ImageOptions
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.data.manifests import load_manifest
 from tcs_fewshot.errors import TcsFewshotError
@@ -68,9 +68,10 @@ def manifest_classes(manifest: Mapping[str, Any]) -> set[str]:
     return {c for classes in manifest["splits"].values() for c in classes}
 
 
-def file_loader(root: Path) -> Callable[[str], Any]:
-    """item id (a path relative to ``root``) -> RGB PIL image, read when called."""
-    return lambda item_id: load_rgb(root / item_id)
+def file_loader(root: Path) -> ImageLoader:
+    """item id (a path relative to ``root``) -> RGB PIL image, read when called (default
+    :class:`ImageOptions`; ``BenchmarkData.with_images`` sets others)."""
+    return ImageLoader(root)
 
 
 def memory_loader(arrays: Mapping[str, np.ndarray]) -> Callable[[str], Any]:
@@ -139,9 +140,11 @@ def scan_split_folders(root: Path, splits: Sequence[str], source: str) -> Found:
 
 
 def check_found(
-    report: CheckReport, scan: Callable[[], Found], manifest: Mapping[str, Any], what: str
+    report: CheckReport, scan: Callable[[], Found], manifest: Mapping[str, Any], what: str,
+    images: ImageOptions | None = None,
 ) -> CheckReport:
-    """Fill ``report``: root, layout (``scan`` raising), counts vs ``manifest``, split, integrity."""
+    """Fill ``report``: root, layout (``scan`` raising), counts vs ``manifest``, split, and every
+    image decoded by ``images`` (problems for files that would not load, notes for odd modes)."""
     if not report.root.is_dir():
         report.problems.append(f"data root '{report.root}' does not exist or is not a directory; put {what} there")
         return report
@@ -163,7 +166,7 @@ def check_found(
     extra = sorted(set(found.counts) - manifest_classes(manifest))
     if extra:
         report.facts["classes_not_in_manifest"] = len(extra)
-    report.problems.extend(corrupt_images(found.paths))
+    check_images(report, found.paths, images)
     return report
 
 
@@ -211,11 +214,11 @@ class ScannedBenchmark:
     def scan(self, root: Path) -> Found:
         raise NotImplementedError
 
-    def check(self, root: str | os.PathLike) -> CheckReport:
-        """Layout and counts against the default scheme's manifest, and image integrity."""
+    def check(self, root: str | os.PathLike, images: ImageOptions | None = None) -> CheckReport:
+        """Layout and counts against the default scheme's manifest, and every image decoded by ``images``."""
         root = Path(root).expanduser()
         manifest = load_manifest(self.name, self.schemes[0])
-        return check_found(CheckReport(self.name, root), lambda: self.scan(root), manifest, self.source)
+        return check_found(CheckReport(self.name, root), lambda: self.scan(root), manifest, self.source, images)
 
     def load(self, root: str | os.PathLike, scheme: str | None = None) -> BenchmarkData:
         """Items of the manifest's classes, split as ``scheme`` says (default: the first)."""
