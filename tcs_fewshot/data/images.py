@@ -72,6 +72,8 @@ def parse_background(text: str | tuple[int, int, int]) -> tuple[int, int, int]:
         value = f"rgb({value})"
     try:
         colour = ImageColor.getrgb(value)
+        if not all(0 <= channel <= 255 for channel in colour):  # PIL takes rgb(300,0,0) as it is
+            raise ValueError(value)
     except (ValueError, AttributeError):
         raise TcsFewshotError(f"background '{text}' is not a colour; give a name (white, black, gray), "
                               "#rrggbb or r,g,b") from None
@@ -195,10 +197,13 @@ def _reduce_to(working_pixels: int) -> Callable[[Any], Any]:
 
 def _reduce(image: Any, working_pixels: int) -> Any:
     """``image`` box-reduced by the smallest integer factor that brings it to at most ``working_pixels``."""
-    pixels = image.size[0] * image.size[1]
-    if pixels <= working_pixels:
+    width, height = image.size
+    if width * height <= working_pixels:
         return image
-    return image.reduce(math.ceil(math.sqrt(pixels / working_pixels)))
+    factor = math.ceil(math.sqrt(width * height / working_pixels))
+    while math.ceil(width / factor) * math.ceil(height / factor) > working_pixels:  # reduce keeps partial blocks
+        factor += 1
+    return image.reduce(factor)
 
 
 def to_rgb(image: Any, background: tuple[int, int, int] = (255, 255, 255),
