@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,8 @@ DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3  # PIL.Image.MAX_IMAGE_PIXELS,
 WORKING_PIXELS = 4096 * 4096
 WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 PLAIN_MODES = ("RGB", "L", "P")  # converted exactly; other modes (and transparency) are listed by data check
-_PIL_LIMIT = threading.Lock()  # guards the moment PIL's own size check is switched off
+# PIL's size limit and the warning filters are process-wide: one decode changes them at a time.
+_GLOBAL_STATE = threading.RLock()
 
 
 class ImageFileError(TcsFewshotError):
@@ -130,17 +132,33 @@ def open_rgb(path: str | os.PathLike, options: ImageOptions | None = None) -> An
     return decode(path, options or ImageOptions())[0]
 
 
-def decode(path: str | os.PathLike, options: ImageOptions) -> tuple[Any, str, tuple[int, int]]:
-    """``(RGB image, mode of the file, (width, height) of the file)``; errors as :func:`open_rgb`."""
+def decode(path: str | os.PathLike, options: ImageOptions) -> tuple[Any, str, tuple[int, int], list[str]]:
+    """``(RGB image, mode of the file, (width, height) of the file, PIL's warnings about it)``.
+
+    PIL's warnings (damaged EXIF or TIFF tags, ...) are returned, not printed: ``data check``
+    lists them as notes. Errors as :func:`open_rgb`.
+    """
+    with _GLOBAL_STATE, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            rgb, mode, size = _decode(path, options)
+        finally:
+            ours = [w for w in caught if Path(w.filename).parent.name == "PIL"]
+            others = [w for w in caught if w not in ours]
+    for w in others:  # another thread's warning, caught while this one decoded: shown as it would have been
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return rgb, mode, size, list(dict.fromkeys(" ".join(str(w.message).split()) for w in ours))
+
+
+def _decode(path: str | os.PathLike, options: ImageOptions) -> tuple[Any, str, tuple[int, int]]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with _PIL_LIMIT:  # our own limit below replaces PIL's, which would raise mid-run
-            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                image = Image.open(path)
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our limit below replaces PIL's
+        try:
+            image = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
     except FileNotFoundError:
         raise ImageFileError(path, "missing", "no such file", "run: tcs-fewshot data check") from None
     except (PermissionError, IsADirectoryError) as error:

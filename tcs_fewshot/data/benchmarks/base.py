@@ -128,8 +128,8 @@ def check_images(report: CheckReport, paths: Sequence[Path], options: ImageOptio
     """Decode every image of ``paths`` as loading will, into ``report``.
 
     A file that would fail to load (missing, damaged, truncated, over ``max_pixels``) is a
-    problem; a file whose mode is converted by a rule (transparency, CMYK, 16-bit, 1-bit, ...)
-    or that is reduced on load is a note, and counted in ``report.facts`` (``odd_mode_images``,
+    problem; a file whose mode is converted by a rule (transparency, CMYK, 16-bit, 1-bit, ...),
+    that is reduced on load, or that PIL warned about is a note, and counted in ``report.facts`` (``odd_mode_images``,
     ``large_images``). At most ``limit`` problems and ``limit`` notes are listed.
     """
     options = options or ImageOptions()
@@ -138,13 +138,16 @@ def check_images(report: CheckReport, paths: Sequence[Path], options: ImageOptio
     large = 0
     for path in paths:
         try:
-            _, mode, (width, height) = decode(path, options)
+            _, mode, (width, height), warned = decode(path, options)
         except ImageFileError as error:
             problems.append(error.problem())
             if len(problems) >= limit:
                 problems.append(f"stopped after {limit} unreadable images")
                 break
             continue
+        for message in warned:
+            if len(report.notes) < limit:
+                report.notes.append(f"'{path}': PIL warned: {message}")
         if mode not in PLAIN_MODES:
             odd[mode] = odd.get(mode, 0) + 1
             if len(report.notes) < limit:
