@@ -127,6 +127,20 @@ def task_options(command=None, *, sweep: bool = False):
     return command
 
 
+def image_options(command):
+    """``--background`` and ``--max-image-pixels``: how image files are decoded (``run``, ``distill``, ``data check``)."""
+    from tcs_fewshot.data.images import DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS
+
+    command = click.option("--max-image-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS,
+                           show_default=True,
+                           help="Largest image decoded whole (PIL's own limit by default); a larger file is refused "
+                                "in one line naming it, JPEGs are decoded reduced first. Images over 16.8 "
+                                "megapixels are reduced on load.")(command)
+    return click.option("--background", default=DEFAULT_BACKGROUND, show_default=True,
+                        help="Colour transparent pixels are composited on: a name, #rrggbb or r,g,b "
+                             "(recorded; part of the feature cache's key).")(command)
+
+
 # ``run`` parameters whose config key differs from their name.
 CONFIG_KEYS = {"n_tasks": "tasks"}
 
@@ -159,6 +173,7 @@ CONFIG_KEYS = {"n_tasks": "tasks"}
                    "(49 MFLOPs, 12x cheaper than the teacher) and 84 for the others).")
 @click.option("--student-views", type=click.IntRange(min=0), default=4, show_default=True,
               help="Augmented views per support image for student methods (one cached teacher pass each).")
+@image_options
 @click.option("--transductive", is_flag=True,
               help="TCS also fits its coordinates on, and mimics the teacher on, the unlabelled query images (recorded).")
 @click.option("--tasks-file", type=click.Path(dir_okay=False), default=None,
@@ -420,21 +435,26 @@ def data() -> None:
                    "for folder, a directory or a path,label CSV.")
 @click.option("--split-file", type=click.Path(dir_okay=False), default=None,
               help="With folder: JSON {split: [class, ...]} (default: a seeded class split).")
-def data_check(benchmark, root, split_file) -> None:
-    """Verify layout, counts against the manifest and image integrity; exit 0 only when usable.
+@image_options
+def data_check(benchmark, root, split_file, background, max_image_pixels) -> None:
+    """Verify layout, counts against the manifest and that every image decodes; exit 0 only when usable.
 
     BENCHMARK is a name from 'tcs-fewshot benchmarks' (or folder, with --root). Exit code 2
-    lists every problem, one per line.
+    lists every problem, one per line (damaged, truncated or oversized images among them);
+    'note:' lines name images converted by a rule (transparent, CMYK, 16-bit, ...) or reduced.
 
     \b
     Example: tcs-fewshot data check cub --root ~/datasets/CUB_200_2011
              tcs-fewshot data check folder --root ~/my_images --split-file split.json
     """
     from tcs_fewshot.data.benchmarks import check_benchmark
+    from tcs_fewshot.data.images import ImageOptions
 
-    report = check_benchmark(benchmark, root, split_file)
+    report = check_benchmark(benchmark, root, split_file, ImageOptions.parse(background, max_image_pixels))
     facts = ", ".join(f"{key} {value}" for key, value in report.facts.items())
-    console.print(f"{benchmark} at {report.root}" + (f": {facts}" if facts else ""))
+    console.print(f"{benchmark} at {report.root}" + (f": {facts}" if facts else ""), markup=False)
+    for note in report.notes:
+        click.echo(f"note: {note}")
     for problem in report.problems:
         click.echo(f"problem: {problem}", err=True)
     if not report.ok:
@@ -616,8 +636,9 @@ def _setting(value: str) -> tuple[str, object]:
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
               help="Seeds the student's initialisation (scratch) and the shuffling.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="The student checkpoint to write (.pt).")
+@image_options
 def distill(benchmark, root, scheme, split_file, teacher, teacher_weights, device, student, init, student_weights,
-            image_size, objective, online, epochs, train_layers, overrides, seed, out) -> None:
+            image_size, objective, online, epochs, train_layers, overrides, seed, out, background, max_image_pixels) -> None:
     """Distil a student on a benchmark's base split (TCS, or the CE, KD and FitNets baselines).
 
     Every objective shares the images, fixed augmented views, epochs, optimiser, seed and
@@ -631,6 +652,7 @@ def distill(benchmark, root, scheme, split_file, teacher, teacher_weights, devic
     Settings: tcs-fewshot distill --set components=128 --set ce_weight=0.5 --out s.pt
     2 processes: torchrun --nproc_per_node 2 -m tcs_fewshot.cli distill --out students/emoji-tcs.pt
     """
+    from tcs_fewshot.data.images import ImageOptions
     from tcs_fewshot.evaluation.distilled import distill_benchmark, settings_for
     from tcs_fewshot.models.teachers import resolve_device
 
@@ -643,7 +665,8 @@ def distill(benchmark, root, scheme, split_file, teacher, teacher_weights, devic
 
     result = distill_benchmark(benchmark, out, student, root=root, scheme=scheme, split_file=split_file, teacher_spec=teacher,
                                teacher_weights=teacher_weights, init=init, student_weights=student_weights,
-                               image_size=image_size, settings=settings, progress=show)
+                               image_size=image_size, settings=settings, progress=show,
+                               images=ImageOptions.parse(background, max_image_pixels))
     console.print(f"student checkpoint {out} ({result.student.name}, {result.student.image_size} px, "
                   f"{result.teacher_forward_passes} teacher passes); evaluate it: tcs-fewshot run "
                   f"--benchmark {benchmark} --student-checkpoint {out} --methods ncm,student-ncm,tcs,kd,finetune")

@@ -32,7 +32,7 @@ SWEEP_KEYS = ("ways", "shots")
 SHAPE_KEYS = ("protocol", "split", "ways", "shots", "queries", "tasks", "seed")
 CHOICES = {"protocol": ("episodic", "pfsl"), "ci": ("normal", "t"), "device": ("auto", "cpu", "cuda"),
            "student_init": ("pretrained", "scratch", "checkpoint", None)}
-MINIMUM = {"ways": 2, "shots": 1, "queries": 1, "tasks": 1, "seed": 0}
+MINIMUM = {"ways": 2, "shots": 1, "queries": 1, "tasks": 1, "seed": 0, "max_image_pixels": 1}
 # Options of ``run`` that are not RunConfig fields: where the run goes, and how this session behaves.
 RUN_KEYS = {"out": "str | None", "fail_fast": "bool", "no_progress": "bool", "skip_check": "bool"}
 # Session behaviour, accepted in a file but not saved with a run: it does not define what the run is.

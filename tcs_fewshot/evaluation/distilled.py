@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tcs_fewshot.data.benchmarks.base import BenchmarkData, data_home
+from tcs_fewshot.data.images import ImageOptions
 from tcs_fewshot.defaults import DEFAULT_STUDENT, DEFAULT_TEACHER
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.methods.distill import DistillResult, DistillSettings, distill
@@ -35,6 +36,8 @@ def distilled_key(data: BenchmarkData, teacher: Teacher, initial: Student, setti
     student = {key: initial.config.get(key) for key in ("spec", "init", "weights_sha256", "checkpoint_sha256", "image_size")}
     record = {"format": FORMAT, "dataset": data.index.fingerprint, "build": getattr(data, "checksum", None),
               "teacher": teacher.identity, "student": student, "settings": asdict(settings)}
+    if data.image_record is not None:  # how image files were decoded (background, ...); absent for builds
+        record["images"] = data.image_record
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -74,14 +77,16 @@ def distill_benchmark(benchmark: str, out: str | os.PathLike, student_spec: str 
                       scheme: str | None = None, split_file: str | None = None, teacher_spec: str = DEFAULT_TEACHER,
                       teacher_weights: str | None = None, init: str | None = None, student_weights: str | None = None,
                       image_size: int | None = None, settings: DistillSettings | None = None,
-                      progress: Callable[[int, int, dict], None] | None = None) -> DistillResult:
+                      progress: Callable[[int, int, dict], None] | None = None,
+                      images: ImageOptions | None = None) -> DistillResult:
     """What ``tcs-fewshot distill`` does: load the benchmark and teacher, distil the (seeded) student, save it to ``out``.
 
     The teacher runs on ``settings.device`` too. Under torchrun every process trains and rank 0 writes.
+    ``images`` decodes the benchmark's image files (background, size limit; default :class:`ImageOptions`).
     """
     import torch
 
-    from tcs_fewshot.data.benchmarks import open_benchmark
+    from tcs_fewshot.data.benchmarks import load_benchmark
     from tcs_fewshot.methods.distributed import init_from_environment
     from tcs_fewshot.models.teachers import load_teacher
 
@@ -89,8 +94,7 @@ def distill_benchmark(benchmark: str, out: str | os.PathLike, student_spec: str 
     out = Path(out)
     if out.suffix != ".pt":
         raise TcsFewshotError(f"--out '{out}' should be a .pt file (a student checkpoint)")
-    adapter, data_root = open_benchmark(benchmark, root, split_file)
-    data = adapter.load(data_root, scheme)
+    data = load_benchmark(benchmark, root, scheme, split_file, images)
     teacher = load_teacher(teacher_spec, teacher_weights, device=settings.device)
     torch.manual_seed(settings.seed)
     student = build_student(student_spec, init, None, image_size, student_weights)

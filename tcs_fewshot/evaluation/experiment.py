@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from tcs_fewshot.checksums import file_sha256
-from tcs_fewshot.data.benchmarks import BenchmarkData, open_benchmark, usable_check
+from tcs_fewshot.data.benchmarks import BenchmarkData, load_benchmark, open_benchmark, usable_check
+from tcs_fewshot.data.images import DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS, ImageOptions
 from tcs_fewshot.data.digits import load_digits_benchmark
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.data.taskfile import load_tasks
@@ -75,6 +76,10 @@ class RunConfig:
             methods use (``student-ncm@tcs``: the run's student distilled with TCS on the base
             split, made on first use and cached).
         transductive: TCS also fits its coordinates on, and mimics the teacher on, the unlabelled queries.
+        background: Colour transparent pixels of image files are composited on (a name, ``#rrggbb``
+            or ``r,g,b``); recorded, with the decoder version, under ``config.data.images``.
+        max_image_pixels: Largest image decoded whole; larger files are refused in one line (JPEGs
+            are decoded reduced first). Decides only which files load, so not part of the identity.
     """
 
     benchmark: str = "emoji"
@@ -106,6 +111,8 @@ class RunConfig:
     method_options: dict = field(default_factory=dict)
     distill: dict = field(default_factory=dict)
     transductive: bool = False
+    background: str = DEFAULT_BACKGROUND
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
 
     def default_run_dir(self) -> Path:
         name = Path(self.features).stem if self.features else self.benchmark
@@ -136,9 +143,13 @@ class RunResult:
         return [line for line in (gap_line(self.records, name) for name in names) if line]
 
 
+def image_options(config: RunConfig) -> ImageOptions:
+    """How the run decodes image files: ``config.background`` and ``config.max_image_pixels``, checked."""
+    return ImageOptions.parse(config.background, config.max_image_pixels)
+
+
 def _benchmark_data(config: RunConfig) -> BenchmarkData:
-    adapter, root = open_benchmark(config.benchmark, config.root, config.split_file)
-    return adapter.load(root, config.scheme)
+    return load_benchmark(config.benchmark, config.root, config.scheme, config.split_file, image_options(config))
 
 
 def load_index(config: RunConfig) -> LabelIndex:
@@ -196,6 +207,8 @@ def load_run_inputs(config: RunConfig, progress: bool = False, check: bool = Fal
     index = data.index_for(config.protocol)
     if index is not data.index:  # recorded only then, so episodic runs keep their identity
         provenance["image_split"] = data.manifest.get("image_split")
+    if data.image_record is not None:  # image files: how they were decoded (absent for embedded builds)
+        provenance["images"] = data.image_record
     if config.teacher == "pixels":
         return RunInputs((index, pixel_features(data), {**provenance, "embedding": "raw pixels, 16x16 RGB"}), data,
                          data_check=checked)
@@ -311,7 +324,8 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
         evaluated_split=spec.split)
     run_dir = Path(run_dir) if run_dir is not None else config.default_run_dir()
     # The tasks are identified by their checksum (in the manifest), never by a file's path.
-    ignored = {"methods", "ci", "reference", "tasks_file", "device", *STUDENT_KEYS}
+    # The background enters the identity through config.data.images, where it decides pixels.
+    ignored = {"methods", "ci", "reference", "tasks_file", "device", "background", "max_image_pixels", *STUDENT_KEYS}
     recorded = {k: v for k, v in asdict(config).items() if k not in ignored}
     per_method = per_method_settings(config, kinds, method_settings)
     recorded["data_fingerprint"] = index.fingerprint

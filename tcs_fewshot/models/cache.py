@@ -8,7 +8,8 @@ Only missing (item, view) rows go through the teacher, in batches under ``torch.
 on the device (and in the precision) of the model's parameters; a CNN teacher's weights are
 converted to channels_last in place (same values, faster convolutions). ``teacher.identity`` (name, weights checksum,
 preprocessing, layer) keys the storage, with the dataset's ``index.fingerprint`` and, for embedded
-benchmarks, their build record (``data.manifest["build"]``). Each item backed by a file
+benchmarks, their build record (``data.manifest["build"]``), and for image files how they are
+decoded (``data.image_record``: background, decoder version). Each item backed by a file
 (``data.root / item_id``) has its identity (size, mtime_ns) stored beside its rows; a row whose
 file changed since is dropped (recorded, shown by ``cache info``) and recomputed. Views are
 described in :mod:`tcs_fewshot.models.views`, the on-disk layout in :mod:`cache_store`.
@@ -160,12 +161,19 @@ class FeatureCache:
 
 
 def content_fingerprint(data: BenchmarkData) -> str:
-    """The index fingerprint, combined with the build record of an embedded benchmark (a rebuild is new data)."""
+    """The index fingerprint, combined with the build record of an embedded benchmark (a rebuild is
+    new data) and the image decoding of data read from files (``data.image_record``: decoder
+    version, background, working size), so features of one background never serve another."""
     build = (data.manifest or {}).get("build")
-    if not build:
+    images = data.image_record
+    if not build and not images:
         return data.index.fingerprint
-    record = json.dumps(build, sort_keys=True, default=str)
-    return hashlib.sha256(f"{data.index.fingerprint}\n{record}".encode()).hexdigest()
+    text = data.index.fingerprint
+    if build:
+        text += "\n" + json.dumps(build, sort_keys=True, default=str)
+    if images:
+        text += "\n" + json.dumps({"images": images}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def file_stamps(data: BenchmarkData, entry: CacheEntry, rows: np.ndarray) -> dict[int, str]:

@@ -15,6 +15,7 @@ from tcs_fewshot.data.benchmarks.base import (
     CheckReport,
     data_home,
 )
+from tcs_fewshot.data.images import ImageOptions
 from tcs_fewshot.errors import TcsFewshotError
 
 # name -> "module:attribute"; modules are imported only when used (some need extra packages).
@@ -84,11 +85,22 @@ def open_benchmark(
 
 
 def check_benchmark(
-    name: str, root: str | os.PathLike | None = None, split_file: str | os.PathLike | None = None
+    name: str, root: str | os.PathLike | None = None, split_file: str | os.PathLike | None = None,
+    images: ImageOptions | None = None,
 ) -> CheckReport:
-    """Check benchmark ``name`` under ``root`` (default :func:`default_root`)."""
+    """Check benchmark ``name`` under ``root`` (default :func:`default_root`), decoding images by ``images``."""
     adapter, root = open_benchmark(name, root, split_file)
-    return adapter.check(root)
+    return adapter.check(root, images=images)
+
+
+def load_benchmark(
+    name: str, root: str | os.PathLike | None = None, scheme: str | None = None,
+    split_file: str | os.PathLike | None = None, images: ImageOptions | None = None,
+) -> BenchmarkData:
+    """The data of benchmark ``name``, its image files decoded by ``images`` (default :class:`ImageOptions`)."""
+    adapter, root = open_benchmark(name, root, split_file)
+    data = adapter.load(root, scheme)
+    return data if images is None else data.with_images(images)
 
 
 def usable_check(name: str, root: str | os.PathLike | None = None,
@@ -127,4 +139,5 @@ def prepare_benchmark(name: str, archives, root: str | os.PathLike | None = None
 
 
 __all__ = ["ADAPTERS", "Benchmark", "BenchmarkData", "CheckReport", "benchmark_table", "check_benchmark",
-           "data_home", "default_root", "get_benchmark", "open_benchmark", "prepare_benchmark", "usable_check"]
+            "data_home", "default_root", "get_benchmark", "load_benchmark", "open_benchmark", "prepare_benchmark",
+            "usable_check"]

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from tcs_fewshot.data.images import PLAIN_MODES, ImageFileError, ImageOptions, decode, describe_mode, open_rgb, with_options
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.errors import TcsFewshotError
 
@@ -35,12 +36,15 @@ class CheckReport:
         root: Directory checked.
         problems: One line each: what is wrong and how to fix it. Empty means usable.
         facts: What was found (``"classes": 200``, ``"images": 11788``, ...), for display.
+        notes: One line each: what is usable but converted by a rule (a CMYK or 16-bit image,
+            transparency composited on the background, a large image reduced on load).
     """
 
     benchmark: str
     root: Path
     problems: list[str] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -83,6 +87,17 @@ class BenchmarkData:
         """RGB PIL images of ``item_ids``, in order."""
         return [self.load_image(item_id) for item_id in item_ids]
 
+    def with_images(self, options: ImageOptions) -> BenchmarkData:
+        """This data with its image files decoded by ``options`` (unchanged when it reads no files:
+        in-memory arrays and the embedded builds, which store opaque RGB, decode the same under any)."""
+        return replace(self, load_image=with_options(self.load_image, options))
+
+    @property
+    def image_record(self) -> dict[str, Any] | None:
+        """``ImageOptions.record()`` of a loader that decodes files by options, else None."""
+        options = getattr(self.load_image, "options", None)
+        return options.record() if isinstance(options, ImageOptions) else None
+
 
 @runtime_checkable
 class Benchmark(Protocol):
@@ -101,46 +116,67 @@ class Benchmark(Protocol):
     description: str
     source: str
 
-    def check(self, root: Path | None, verify_images: bool = True) -> CheckReport:
-        """Verify layout, counts against the manifest, and (``verify_images``: every image
-        decoded, slow on large datasets) image integrity."""
+    def check(self, root: Path | None, images: ImageOptions | None = None, verify_images: bool = True) -> CheckReport:
+        """Verify layout, counts against the manifest, and (``verify_images``: slow on large
+        datasets) that every image decodes by ``images``."""
 
     def load(self, root: Path | None, scheme: str | None = None) -> BenchmarkData:
         """The data of ``scheme`` (default: the first); raises TcsFewshotError if unusable.
 
         Embedded benchmarks accept ``root=None`` (their cache under :func:`data_home`) and
         build themselves on first use; they have a class attribute ``embedded = True``.
+        Image files are decoded by the default :class:`ImageOptions`;
+        :meth:`BenchmarkData.with_images` picks others.
         """
 
 
-def load_rgb(path: str | os.PathLike) -> Any:
-    """Open an image file as RGB, with a one-line error naming a missing or corrupt file."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise TcsFewshotError(f"image '{path}' is missing; run: tcs-fewshot data check") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise TcsFewshotError(f"image '{path}' is corrupt ({error}); restore it from the original archive") from None
+def load_rgb(path: str | os.PathLike, options: ImageOptions | None = None) -> Any:
+    """Open an image file as RGB by the rules of :mod:`tcs_fewshot.data.images` (transparency on
+    white by default, every mode to 8-bit RGB, bounded decode of large files); a one-line error
+    names a missing, damaged, truncated or oversized file."""
+    return open_rgb(path, options)
 
 
-def corrupt_images(paths: Sequence[Path], limit: int = 20) -> list[str]:
-    """Problems (one line each) for images that PIL cannot decode fully, at most ``limit``."""
-    from PIL import Image
+def check_images(report: CheckReport, paths: Sequence[Path], options: ImageOptions | None = None,
+                 limit: int = 20) -> CheckReport:
+    """Decode every image of ``paths`` as loading will, into ``report``.
 
-    problems = []
+    A file that would fail to load (missing, damaged, truncated, over ``max_pixels``) is a
+    problem; a file whose mode is converted by a rule (transparency, CMYK, 16-bit, 1-bit, ...),
+    that is reduced on load, or that PIL warned about is a note, and counted in ``report.facts`` (``odd_mode_images``,
+    ``large_images``). At most ``limit`` problems and ``limit`` notes are listed.
+    """
+    options = options or ImageOptions()
+    problems: list[str] = []
+    odd: dict[str, int] = {}
+    large = 0
     for path in paths:
         try:
-            with Image.open(path) as image:
-                image.load()
-        except Exception as error:  # PIL raises many types for damaged files
-            problems.append(f"corrupt image '{path}' ({type(error).__name__}: {error}); restore it from the archive")
+            _, mode, (width, height), warned = decode(path, options)
+        except ImageFileError as error:
+            problems.append(error.problem())
             if len(problems) >= limit:
-                problems.append(f"stopped after {limit} corrupt images")
+                problems.append(f"stopped after {limit} unreadable images")
                 break
-    return problems
+            continue
+        for message in warned:
+            if len(report.notes) < limit:
+                report.notes.append(f"'{path}': PIL warned: {message}")
+        if mode not in PLAIN_MODES:
+            odd[mode] = odd.get(mode, 0) + 1
+            if len(report.notes) < limit:
+                report.notes.append(f"'{path}' is {mode}: {describe_mode(mode, options)}")
+        if width * height > options.working_pixels:
+            large += 1
+            if len(report.notes) < limit:
+                report.notes.append(f"'{path}' is {width}x{height} ({width * height / 1e6:.1f} megapixels): "
+                                    f"reduced to at most {options.working_pixels / 1e6:.1f} megapixels on load")
+    report.problems.extend(problems)
+    if odd:
+        report.facts["odd_mode_images"] = ", ".join(f"{mode} {n}" for mode, n in sorted(odd.items()))
+    if large:
+        report.facts["large_images"] = large
+    return report
 
 
 def compare_counts(found: dict[str, int], manifest: dict[str, Any], report: CheckReport) -> None:

@@ -28,6 +28,7 @@ from tcs_fewshot.data.benchmarks.scan import (
     file_loader,
     require_root,
 )
+from tcs_fewshot.data.images import ImageOptions
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.data.manifests import load_manifest
 from tcs_fewshot.errors import TcsFewshotError
@@ -103,10 +104,10 @@ class CUB:
     description = "CUB-200-2011 birds, 200 classes, 11,788 images; chen 100/50/50, metadataset 140/30/30, official"
     source = SOURCE
 
-    def check(self, root: str | os.PathLike, verify_images: bool = True) -> CheckReport:
-        """Text files, class folders and counts against the manifest, listed images present (and decodable)."""
+    def check(self, root: str | os.PathLike, images: ImageOptions | None = None, verify_images: bool = True) -> CheckReport:
+        """Text files, class folders and counts against the manifest, listed images present (and decodable by ``images``)."""
         report = CheckReport(self.name, Path(root).expanduser())
-        return check_found(report, lambda: _scan(report.root)[0], load_manifest(self.name, "official"), SOURCE,
+        return check_found(report, lambda: _scan(report.root)[0], load_manifest(self.name, "official"), SOURCE, images,
                            verify_images)
 
     def load(self, root: str | os.PathLike, scheme: str | None = None) -> BenchmarkData:

@@ -116,9 +116,13 @@ class Emoji:
         # all-styles builds beside the default, so switching schemes never re-renders either build.
         return root.with_name(f"{root.name}-{ALL_STYLES}") if scheme == ALL_STYLES else root, manifest, catalog, styles
 
-    def check(self, root: Path | None = None, scheme: str | None = None, verify_images: bool = True) -> CheckReport:
+    def check(self, root: Path | None = None, images: object = None, verify_images: bool = True,
+              scheme: str | None = None) -> CheckReport:
         """Usable when the packages are installed and the build is intact (each image hashed, with
-        ``verify_images``), or ``root`` can take one."""
+        ``verify_images``), or ``root`` can take one.
+
+        ``images`` (image options) does not apply: the build stores opaque RGB PNGs.
+        """
         report = CheckReport(self.name, Path(root) if root is not None else data_home() / "emoji")
         try:
             report.root, _, catalog, styles = self._prepare(root, scheme or self.schemes[0])

@@ -25,13 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from tcs_fewshot.data.benchmarks.base import BenchmarkData, CheckReport, corrupt_images
+from tcs_fewshot.data.benchmarks.base import BenchmarkData, CheckReport, check_images
 from tcs_fewshot.data.benchmarks.scan import (
     Found,
     add_class_folders,
     choose_scheme,
     file_loader,
 )
+from tcs_fewshot.data.images import ImageOptions
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.errors import TcsFewshotError
 
@@ -151,8 +152,9 @@ class ImageFolderBenchmark:
             )
         return splits, {"rule": "split file", "file": str(path), "sha256": hashlib.sha256(raw).hexdigest()}
 
-    def check(self, root: str | os.PathLike | None = None, verify_images: bool = True) -> CheckReport:
-        """Layout, CSV rows, empty classes, image integrity, and the split; facts, no manifest."""
+    def check(self, root: str | os.PathLike | None = None, images: ImageOptions | None = None,
+              verify_images: bool = True) -> CheckReport:
+        """Layout, CSV rows, empty classes, (``verify_images``) every image decoded by ``images``, and the split."""
         root = self.root if root is None else Path(root).expanduser()
         report = CheckReport(self.name, root)
         try:
@@ -167,7 +169,7 @@ class ImageFolderBenchmark:
                 f"{len(empty)} class folder(s) have no images, first '{root / empty[0]}'; add images or remove it"
             )
         if verify_images:
-            report.problems.extend(corrupt_images(found.paths))
+            check_images(report, found.paths, images)
         report.facts.update(found.facts, classes=len(found.counts) - len(empty), images=len(found.item_ids))
         try:
             splits, record = self.splits([c for c, n in found.counts.items() if n > 0])

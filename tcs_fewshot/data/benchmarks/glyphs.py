@@ -131,10 +131,11 @@ class Glyphs:
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
         return Path(root).expanduser() / f"{self.image_size}px-{self.renderings}r-{key}"
 
-    def check(self, root: str | os.PathLike | None = None, verify_images: bool = True) -> CheckReport:
+    def check(self, root: str | os.PathLike | None = None, images: object = None, verify_images: bool = True) -> CheckReport:
         """Usable when built intact under ``root``, or when the fonts are installed and ``root`` is writable.
 
-        ``verify_images`` is accepted for the common signature; the build's own record is what is checked.
+        ``images`` (image options) and ``verify_images`` do not apply: renderings are held as arrays
+        and the build's own record is what is checked.
         """
         root = Path(root) if root is not None else data_home() / "glyphs"
         report = CheckReport(self.name, root)

@@ -19,9 +19,9 @@ from tcs_fewshot.data.benchmarks.base import (
     BenchmarkData,
     CheckReport,
     compare_counts,
-    corrupt_images,
-    load_rgb,
+    check_images,
 )
+from tcs_fewshot.data.images import ImageLoader, ImageOptions
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.data.manifests import load_manifest
 from tcs_fewshot.errors import TcsFewshotError
@@ -68,9 +68,10 @@ def manifest_classes(manifest: Mapping[str, Any]) -> set[str]:
     return {c for classes in manifest["splits"].values() for c in classes}
 
 
-def file_loader(root: Path) -> Callable[[str], Any]:
-    """item id (a path relative to ``root``) -> RGB PIL image, read when called."""
-    return lambda item_id: load_rgb(root / item_id)
+def file_loader(root: Path) -> ImageLoader:
+    """item id (a path relative to ``root``) -> RGB PIL image, read when called (default
+    :class:`ImageOptions`; ``BenchmarkData.with_images`` sets others)."""
+    return ImageLoader(root)
 
 
 def memory_loader(arrays: Mapping[str, np.ndarray]) -> Callable[[str], Any]:
@@ -140,10 +141,12 @@ def scan_split_folders(root: Path, splits: Sequence[str], source: str) -> Found:
 
 def check_found(
     report: CheckReport, scan: Callable[[], Found], manifest: Mapping[str, Any], what: str,
+    images: ImageOptions | None = None,
     verify_images: bool = True,
 ) -> CheckReport:
     """Fill ``report``: root, layout (``scan`` raising), counts vs ``manifest``, split, and
-    (``verify_images``) that every image decodes."""
+    (``verify_images``) every image decoded by ``images`` (problems for files that would not
+    load, notes for odd modes)."""
     if not report.root.is_dir():
         report.problems.append(f"data root '{report.root}' does not exist or is not a directory; put {what} there")
         return report
@@ -166,7 +169,7 @@ def check_found(
     if extra:
         report.facts["classes_not_in_manifest"] = len(extra)
     if verify_images:
-        report.problems.extend(corrupt_images(found.paths))
+        check_images(report, found.paths, images)
     return report
 
 
@@ -214,11 +217,12 @@ class ScannedBenchmark:
     def scan(self, root: Path) -> Found:
         raise NotImplementedError
 
-    def check(self, root: str | os.PathLike, verify_images: bool = True) -> CheckReport:
-        """Layout and counts against the default scheme's manifest, and image integrity."""
+    def check(self, root: str | os.PathLike, images: ImageOptions | None = None, verify_images: bool = True) -> CheckReport:
+        """Layout and counts against the default scheme's manifest, and (``verify_images``) every image decoded by ``images``."""
         root = Path(root).expanduser()
         manifest = load_manifest(self.name, self.schemes[0])
-        return check_found(CheckReport(self.name, root), lambda: self.scan(root), manifest, self.source, verify_images)
+        return check_found(CheckReport(self.name, root), lambda: self.scan(root), manifest, self.source, images,
+                           verify_images)
 
     def load(self, root: str | os.PathLike, scheme: str | None = None) -> BenchmarkData:
         """Items of the manifest's classes, split as ``scheme`` says (default: the first)."""
