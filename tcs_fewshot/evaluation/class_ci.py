@@ -43,8 +43,8 @@ from scipy import stats as scipy_stats
 
 METHOD = "two-level"
 HEADER = f"95% CI (classes, {METHOD})"
-DESCRIPTION = (f"{HEADER}: var = class effects' variance (additive least squares over the split's classes, "
-               "noise-corrected) x sum of squared class weights + task variance / n; t quantile, Satterthwaite df")
+DESCRIPTION = (f"{HEADER}: var(mean) = variance of additive class effects (least squares, noise-corrected) x sum "
+               "of squared class weights + task variance / n, Student t with Satterthwaite df")
 
 
 def two_level_ci(values: np.ndarray, task_classes: Sequence[Sequence[str]], confidence: float = 0.95) -> dict:
@@ -103,6 +103,26 @@ def two_level_ci(values: np.ndarray, task_classes: Sequence[Sequence[str]], conf
 def classes_by_checksum(task_set) -> dict[str, tuple[str, ...]]:
     """``{task checksum: its classes}`` of a :class:`~tcs_fewshot.data.tasks.TaskSet` (records pair on checksums)."""
     return {task.checksum: tuple(task.classes) for task in task_set.tasks}
+
+
+def run_task_classes(run_dir) -> dict[str, tuple[str, ...]]:
+    """:func:`classes_by_checksum` of a run directory's ``tasks.json.gz``; empty when it has none.
+
+    Runs made by :func:`~tcs_fewshot.evaluation.evaluator.evaluate` on tasks that are not a
+    ``TaskSet`` (learn2learn, easyfsl) store no task file: their class CI is then NaN.
+    """
+    from pathlib import Path
+
+    from tcs_fewshot.data.taskfile import load_tasks
+    from tcs_fewshot.errors import TaskFileError
+
+    path = Path(run_dir) / "tasks.json.gz"
+    if not path.is_file():
+        return {}
+    try:
+        return classes_by_checksum(load_tasks(path))
+    except TaskFileError:
+        return {}  # a damaged task file: no class CI (never a guess); the records' own checks still apply
 
 
 def _ci_of(frame, classes: Mapping[str, Sequence[str]], column: str, confidence: float) -> tuple[float, float]:
