@@ -30,7 +30,7 @@ from tcs_fewshot.evaluation.coverage import Population, simulate_coverage
 DEFAULT_OUT = Path(__file__).parent / "results" / "class_ci_coverage.md"
 REGIMES = {
     "large class differences, confusable classes": Population(mu=1.0, tau=0.5, sigma_u=0.3, gamma=1.0),
-    "large class differences, no confusion": Population(mu=1.0, tau=0.3, sigma_u=0.3, gamma=0.0),
+    "medium class differences, no confusion": Population(mu=1.0, tau=0.3, sigma_u=0.3, gamma=0.0),
     "small class differences": Population(mu=1.0, tau=0.15, sigma_u=0.3, gamma=0.3),
     "task noise only (almost no class differences)": Population(mu=0.5, tau=0.05, sigma_u=0.5, gamma=0.0),
 }
