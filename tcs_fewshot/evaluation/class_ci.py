@@ -37,9 +37,12 @@ holds every class), and more tasks than classes; otherwise the CI is NaN and ``r
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import stats as scipy_stats
+from threadpoolctl import threadpool_limits
 
 METHOD = "two-level"
 HEADER = f"95% CI (classes, {METHOD})"
@@ -61,33 +64,21 @@ def two_level_ci(values: np.ndarray, task_classes: Sequence[Sequence[str]], conf
         ``reason`` (why the CI is NaN, else ``None``).
     """
     values = np.asarray(values, dtype=float)
-    names = sorted({name for classes in task_classes for name in classes})
-    result = dict(mean=float(values.mean()) if len(values) else np.nan, half=np.nan, low=np.nan, high=np.nan,
-                  df=np.nan, class_variance=np.nan, task_variance=np.nan, n_classes=len(names), reason=None)
-    n_tasks, n_classes = len(values), len(names)
+    n_tasks = len(values)
     if n_tasks != len(task_classes):
         raise ValueError(f"{n_tasks} values but {len(task_classes)} tasks")
-    code = {name: j for j, name in enumerate(names)}
-    design = np.zeros((n_tasks, n_classes))
-    for t, classes in enumerate(task_classes):
-        design[t, [code[name] for name in classes]] = 1.0 / len(classes)
-    rank = np.linalg.matrix_rank(design) if n_tasks else 0
-    if rank < n_classes or n_classes < 2:
-        result["reason"] = ("every task holds the same classes" if rank <= 1
-                            else f"the tasks' class sets do not separate the {n_classes} classes")
+    fit = _fit(tuple(tuple(classes) for classes in task_classes))
+    result = dict(mean=float(values.mean()) if n_tasks else np.nan, half=np.nan, low=np.nan, high=np.nan,
+                  df=np.nan, class_variance=np.nan, task_variance=np.nan, n_classes=fit.n_classes, reason=fit.reason)
+    if fit.reason is not None:
         return result
-    if n_tasks <= n_classes + 1:
-        result["reason"] = f"needs more tasks than classes ({n_tasks} tasks, {n_classes} classes)"
-        return result
-    inverse = np.linalg.inv(design.T @ design)
-    effects = inverse @ design.T @ values
-    residual = values - design @ effects
+    n_classes = fit.n_classes
+    effects = fit.solver @ values
+    residual = values - fit.design @ effects
     noise = residual @ residual / (n_tasks - n_classes)
     centred = effects - effects.mean()
-    centring = np.eye(n_classes) - 1.0 / n_classes
-    spread = (centred @ centred - noise * np.trace(centring @ inverse @ centring)) / (n_classes - 1)
-    weights = design.sum(axis=0) / n_tasks
-    class_variance = float((weights**2).sum() * max(spread, 0.0))
+    spread = (centred @ centred - noise * fit.noise_trace) / (n_classes - 1)
+    class_variance = float(fit.squared_weights * max(spread, 0.0))
     task_variance = float(values.var(ddof=1) / n_tasks)
     variance = class_variance + task_variance
     if variance <= 0:
@@ -98,6 +89,42 @@ def two_level_ci(values: np.ndarray, task_classes: Sequence[Sequence[str]], conf
     result.update(half=half, low=result["mean"] - half, high=result["mean"] + half, df=float(df),
                   class_variance=class_variance, task_variance=task_variance)
     return result
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """What the least-squares fit of one task set needs, whatever the values (shared by every method)."""
+
+    n_classes: int
+    reason: str | None
+    design: np.ndarray | None = None  # (T, C): 1/N for the task's classes
+    solver: np.ndarray | None = None  # (C, T): (X'X)^-1 X', values -> class effects
+    noise_trace: float = np.nan  # trace(H (X'X)^-1 H)
+    squared_weights: float = np.nan  # sum_c w_c^2
+
+
+@lru_cache(maxsize=16)
+def _fit(task_classes: tuple[tuple[str, ...], ...]) -> _Fit:
+    names = sorted({name for classes in task_classes for name in classes})
+    n_tasks, n_classes = len(task_classes), len(names)
+    code = {name: j for j, name in enumerate(names)}
+    design = np.zeros((n_tasks, n_classes))
+    for t, classes in enumerate(task_classes):
+        design[t, [code[name] for name in classes]] = 1.0 / len(classes)
+    # Rank and inverse from the C x C Gram matrix: an SVD of the T x C design is needlessly slow.
+    with threadpool_limits(1):  # small matrices; threads only contend on shared cores
+        eigenvalues, eigenvectors = np.linalg.eigh(design.T @ design)
+    rank = int((eigenvalues > eigenvalues.max(initial=0.0) * max(n_classes, 1) * 1e-12).sum())
+    if rank < n_classes or n_classes < 2:
+        return _Fit(n_classes, "every task holds the same classes" if rank <= 1
+                    else f"the tasks' class sets do not separate the {n_classes} classes")
+    if n_tasks <= n_classes + 1:
+        return _Fit(n_classes, f"needs more tasks than classes ({n_tasks} tasks, {n_classes} classes)")
+    inverse = (eigenvectors / eigenvalues) @ eigenvectors.T
+    centring = np.eye(n_classes) - 1.0 / n_classes
+    weights = design.sum(axis=0) / n_tasks
+    return _Fit(n_classes, None, design, inverse @ design.T, float(np.trace(centring @ inverse @ centring)),
+                float((weights**2).sum()))
 
 
 def classes_by_checksum(task_set) -> dict[str, tuple[str, ...]]:
