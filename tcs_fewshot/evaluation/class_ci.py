@@ -22,13 +22,15 @@ the tasks as a sample of class subsets of them:
   part dominates, and near 1.96 when it does not.
 
 Why this and not a bootstrap over classes: ``benchmarks/class_ci_coverage.py`` simulated benchmarks
-with known truth and compared it with two class bootstraps (product weights of the class counts on
-the stored tasks, and redrawing tasks from those weights). Only about (1 - 1/e)^N of the tasks (12%
-for N = 5) survive a class resample, so the bootstraps amplify task noise: they cover 98-100% with
-intervals up to 5x wider than needed when class differences are small, and undercover (90%) with 9
-classes when they are large. The two-level variance covered 90-96% in every regime tried
-(``benchmarks/results/class_ci_coverage.md``). It is deterministic (no resampling, no seed) and costs
-one least-squares fit of T x C per method.
+with known truth (200 per row; 9 and 20 classes; four class populations, from large class differences
+with confusable classes to task noise alone) and compared it with two class bootstraps (product
+weights of the class counts on the stored tasks, and redrawing tasks in proportion to those weights;
+percentile intervals). Only the tasks whose N classes were all drawn, about (1 - 1/e)^N (12% for
+N = 5), survive a class resample, so the bootstraps amplify task noise: they covered 95-100% but
+with intervals up to 4x as wide as the two-level ones when class differences are small. The
+two-level CI covered 90-99% in every row (``benchmarks/results/class_ci_coverage.md``), while the CI
+over tasks covered 12-37% wherever classes differ. It is deterministic (no resampling, no seed) and
+costs one least-squares fit of T x C per task set, shared by every method.
 
 It needs more classes than ways and tasks that vary in their classes (not pFSL, where every task
 holds every class), and more tasks than classes; otherwise the CI is NaN and ``reason`` says why.
