@@ -24,6 +24,8 @@ from typing import Any
 import pandas as pd
 
 from tcs_fewshot.errors import RunDirectoryError, TcsFewshotError
+from tcs_fewshot.evaluation.class_ci import DESCRIPTION as CLASS_CI_DESCRIPTION
+from tcs_fewshot.evaluation.class_ci import run_task_classes, with_class_ci
 from tcs_fewshot.evaluation.manifest import read_manifest
 from tcs_fewshot.evaluation.rundirs import expand_runs, unique_labels
 from tcs_fewshot.evaluation.stats import (
@@ -49,6 +51,8 @@ class Run:
         manifest: ``manifest.json`` as a dict.
         records: Its records, one row per (task, method), ``method`` relabelled (see module doc).
         methods: Method labels in report order.
+        task_classes: ``{task checksum: class names}`` from its ``tasks.json.gz`` (for the CI over
+            classes; empty when the run has no task file).
     """
 
     path: Path
@@ -57,6 +61,7 @@ class Run:
     manifest: dict[str, Any]
     records: pd.DataFrame
     methods: list[str] = field(default_factory=list)
+    task_classes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def tasks_checksum(self) -> str:
@@ -85,7 +90,7 @@ def load_runs(paths: Iterable[str | os.PathLike]) -> list[Run]:
         present = pd.unique(records["method"]).tolist()
         methods = [m for m in manifest.get("methods", []) if m in present] + [
             m for m in present if m not in manifest.get("methods", [])]
-        runs.append(Run(path, label, source_label[given], manifest, records, methods))
+        runs.append(Run(path, label, source_label[given], manifest, records, methods, run_task_classes(path)))
     _disambiguate(runs)
     return runs
 
@@ -163,11 +168,14 @@ def compare_loaded(runs: Sequence[Run], reference: str | None = None,
     for run in runs:
         settings = run.manifest.get("method_settings") or (run.manifest.get("config") or {}).get("methods_settings") or {}
         table = with_deployed(summary(run.records, by=keys, ci=ci, methods=run.methods), settings)
+        table = with_class_ci(table, run.records, run.task_classes)
         table.insert(len(keys), "run", run.label)
         parts.append(table)
     summary_table = pd.concat(parts, ignore_index=True)
     summary_table = summary_table.sort_values(keys, kind="stable").reset_index(drop=True) if keys else summary_table
     summary_table.attrs["ci"] = describe_ci(ci)
+    if summary_table["class_ci95"].notna().any():
+        summary_table.attrs["class_ci"] = CLASS_CI_DESCRIPTION
     if reference is not None:
         reference = _resolve_reference(runs, reference)
         _check_same_tasks(runs, reference)
@@ -175,6 +183,8 @@ def compare_loaded(runs: Sequence[Run], reference: str | None = None,
     if keys and len(paired_table):
         paired_table = paired_table.sort_values(keys, kind="stable").reset_index(drop=True)
         paired_table.attrs["ci"] = describe_ci(ci)
+    task_classes = {checksum: classes for run in runs for checksum, classes in run.task_classes.items()}
+    paired_table = with_class_ci(paired_table, records, task_classes, kind="paired")
     paired_table.attrs["unpaired"] = [] if reference is not None else unpaired_runs(runs)
     paired_table.attrs["gap_closed"] = gap_lines(runs, keys)
     return summary_table, paired_table

@@ -25,6 +25,7 @@ from tcs_fewshot.evaluation.method_setup import (
     StudentOptions,
     build_methods,
 )
+from tcs_fewshot.evaluation.class_ci import classes_by_checksum, with_class_ci
 from tcs_fewshot.evaluation.stats import paired, summary
 from tcs_fewshot.methods.catalog import method_kind
 from tcs_fewshot.models.cache import FeatureCache
@@ -339,12 +340,14 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
     records = evaluate(task_set, methods, inputs, run_dir=run_dir, config=recorded, method_settings=per_method,
                        fail_fast=fail_fast, progress=progress, executor=executor, session=session)
     reference = config.reference or config.methods[0]
+    classes = classes_by_checksum(task_set)
     return RunResult(
         run_dir=run_dir,
         task_set=task_set,
         records=records,
-        summary=summary(records, ci=config.ci, methods=config.methods),
-        paired=paired(records, reference=reference, ci=config.ci, methods=config.methods),
+        summary=with_class_ci(summary(records, ci=config.ci, methods=config.methods), records, classes),
+        paired=with_class_ci(paired(records, reference=reference, ci=config.ci, methods=config.methods), records,
+                             classes, kind="paired"),
     )
 
 

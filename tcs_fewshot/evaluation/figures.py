@@ -41,7 +41,8 @@ def accuracy_vs_shots(summary: pd.DataFrame) -> Figure:
     """Mean accuracy (%) against shots K, error bars the 95% CI: one line per method (and other setting).
 
     Args:
-        summary: ``compare_runs``'s summary (``shots``, ``method``, ``accuracy``, ``ci95``).
+        summary: ``compare_runs``'s summary (``shots``, ``method``, ``accuracy``, ``ci95``; with
+            ``class_ci95``, the CI over classes is drawn too, as a wide pale bar behind).
     """
     figure = _new_figure(4.2)
     axes = figure.add_subplot()
@@ -53,8 +54,13 @@ def accuracy_vs_shots(summary: pd.DataFrame) -> Figure:
         name = key[0] if isinstance(key, tuple) else key
         label = name + (f" ({_setting_text(rows.iloc[0], others)})" if others else "")
         # A small multiplicative offset keeps overlapping error bars apart on the log axis.
-        axes.errorbar(rows["shots"].astype(float) * (1 + offset), rows["accuracy"], yerr=rows["ci95"],
-                      marker="o", capsize=4, linewidth=1.6, label=label)
+        x = rows["shots"].astype(float) * (1 + offset)
+        drawn = axes.errorbar(x, rows["accuracy"], yerr=rows["ci95"], marker="o", capsize=4, linewidth=1.6,
+                              label=label)
+        if "class_ci95" in rows and rows["class_ci95"].notna().any():
+            # The CI over classes, wider and pale behind the CI over tasks, in the line's colour.
+            axes.errorbar(x, rows["accuracy"], yerr=rows["class_ci95"], fmt="none", capsize=7, linewidth=5,
+                          alpha=0.25, color=drawn.lines[0].get_color())
     shots = sorted(summary["shots"].dropna().unique().tolist())
     axes.set_xscale("log")
     axes.set_xticks(shots, [str(int(s)) for s in shots])
@@ -62,7 +68,7 @@ def accuracy_vs_shots(summary: pd.DataFrame) -> Figure:
     if len(shots) == 1:
         axes.set_xlim(shots[0] / 2, shots[0] * 2)
     axes.set_xlabel("shots per class (K)")
-    axes.set_ylabel("accuracy (%), mean ± 95% CI")
+    axes.set_ylabel("accuracy (%), mean ± 95% CI")  # over tasks; the pale bars: over classes
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="best")
     return figure
@@ -76,7 +82,8 @@ def _paired_label(row: pd.Series, columns: list[str]) -> str:
 def forest_plot(paired: pd.DataFrame) -> Figure | None:
     """Paired differences (points) with their 95% CIs, one row per comparison; ``None`` if none.
 
-    Rows whose CI excludes 0 are coloured (green above, red below); a dashed line marks 0.
+    Rows whose CI excludes 0 are coloured (green above, red below); a dashed line marks 0. With
+    ``class_ci95``, the CI over classes is a thin pale line under each row's CI over tasks.
     """
     if paired.empty:
         return None
@@ -86,6 +93,10 @@ def forest_plot(paired: pd.DataFrame) -> Figure | None:
     y = np.arange(len(paired))[::-1]
     colours = np.where(paired["ci_low"] > 0, "#1a7f37", np.where(paired["ci_high"] < 0, "#cf222e", "#57606a"))
     for position, (_, row), colour in zip(y, paired.iterrows(), colours):
+        if pd.notna(row.get("class_ci95", np.nan)):
+            # The CI over classes: a thin pale line under the CI over tasks.
+            axes.errorbar(row["difference"], position, xerr=row["class_ci95"], fmt="none", color=colour,
+                          alpha=0.35, capsize=2, linewidth=1)
         axes.errorbar(row["difference"], position, xerr=row["ci95"], fmt="s", color=colour, capsize=4, markersize=6)
     axes.axvline(0, color="black", linestyle="--", linewidth=1)
     axes.set_yticks(y, [_paired_label(row, others) for _, row in paired.iterrows()], fontsize=8)

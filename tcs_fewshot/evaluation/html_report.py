@@ -59,7 +59,7 @@ dl.facts dt { color: #59636e; } dl.facts dd { margin: 0; font-family: ui-monospa
 <body>
 <h1>{{ title }}</h1>
 <p class="muted">{{ runs|length }} run{{ "s" if runs|length != 1 }}: {{ runs|map(attribute="label")|join(", ") }}.
-{{ ci }}. Accuracy in percent, differences in points; time and memory are means per task.</p>
+{{ ci }}.{% if class_ci %} {{ class_ci }}.{% endif %} Accuracy in percent, differences in points; time and memory are means per task.</p>
 {% if warnings %}
 <section id="leakage-warnings" role="alert">
 {% for warning in warnings %}<p class="warning leakage" data-runs="{{ warning.runs|join(',') }}">{{ warning.text }}</p>
@@ -123,20 +123,27 @@ def _figure(name: str, figure, alt: str, caption: str, **data: str) -> ReportFig
     return ReportFigure(name, uri, size, alt, caption, data)
 
 
+def _has_class_ci(table: pd.DataFrame) -> bool:
+    return "class_ci95" in table and bool(table["class_ci95"].notna().any())
+
+
 def report_figures(summary: pd.DataFrame, paired: pd.DataFrame) -> list[ReportFigure]:
     """The report's figures: accuracy against shots, paired differences (if any), cost."""
     shots = sorted(summary["shots"].dropna().astype(int).unique().tolist())
     made = [_figure(
         "accuracy-vs-shots", figures.accuracy_vs_shots(summary),
         "Accuracy against shots per class, one line per method, with 95% confidence intervals",
-        "Mean accuracy against shots per class K, error bars the 95% CI over tasks (pFSL: repeats).",
+        "Mean accuracy against shots per class K, error bars the 95% CI over tasks (pFSL: repeats)"
+        + ("; the wide pale bars the 95% CI over classes (two-level), which also counts which classes the split "
+           "holds." if _has_class_ci(summary) else "."),
         shots=",".join(map(str, shots)), methods=",".join(pd.unique(summary["method"])),
     )]
     forest = figures.forest_plot(paired)
     if forest is not None:
         made.append(_figure(
             "paired-differences", forest, "Forest plot of paired accuracy differences with 95% confidence intervals",
-            "Paired differences (method minus reference) with 95% CIs; green/red: the CI excludes 0.",
+            "Paired differences (method minus reference) with 95% CIs over tasks; green/red: the CI excludes 0"
+            + ("; thin pale lines the 95% CI over classes (two-level)." if _has_class_ci(paired) else "."),
             rows=str(len(paired)),
         ))
     flops = figures.accuracy_vs_flops(summary)
@@ -199,6 +206,7 @@ def render_html_report(runs: Sequence[Run], reference: str | None = None, ci: st
         paired_html, paired_setting, left_paired = _html_table(readable_paired(paired), "paired-table")
     return TEMPLATE.render(
         title=title, runs=runs, ci=summary.attrs.get("ci", ""), reference=reference,
+        class_ci=summary.attrs.get("class_ci") or paired.attrs.get("class_ci"),
         warnings=_leakage(runs), notes=paired.attrs.get("unpaired", []),
         summary_table=summary_html, summary_setting=summary_setting, left_summary=left,
         left_paired=left_paired,

@@ -10,18 +10,29 @@ import pandas as pd
 from rich.table import Table
 
 from tcs_fewshot.errors import TcsFewshotError
+from tcs_fewshot.evaluation.class_ci import HEADER as CLASS_CI_HEADER
 
 FORMATS = ("md", "csv", "latex")
 DEPLOYED_COLUMNS = ("network", "flops_per_image", "parameters")
+CLASS_CI_COLUMNS = ("class_ci95", "class_ci_df")
+
+
+def _class_ci_cells(table: pd.DataFrame) -> list[str] | None:
+    """``± h`` per row of the CI over classes (blank where undefined); ``None`` when no row has one."""
+    if "class_ci95" not in table or not table["class_ci95"].notna().any():
+        return None
+    return ["" if pd.isna(half) else f"± {half:.2f}" for half in table["class_ci95"]]
 
 
 def readable_summary(table: pd.DataFrame) -> pd.DataFrame:
     """A :func:`summary` table with ``accuracy ± ci95`` as text and rounded costs."""
     settings = [c for c in table.columns if c not in {
         "method", "n", "failures", "accuracy", "ci95", "std", "fit_seconds", "predict_seconds", "peak_memory_mb",
-        *DEPLOYED_COLUMNS, "teacher_forward_passes"}]
+        *DEPLOYED_COLUMNS, *CLASS_CI_COLUMNS, "teacher_forward_passes"}]
     readable = table[settings + ["method"]].copy()
     readable["accuracy (%)"] = [f"{a:.2f} ± {c:.2f}" for a, c in zip(table["accuracy"], table["ci95"])]
+    if (cells := _class_ci_cells(table)) is not None:
+        readable[CLASS_CI_HEADER] = cells
     readable["n"] = table["n"]
     readable["failures"] = table["failures"]
     readable["fit (ms)"] = (table["fit_seconds"] * 1000).round(2)
@@ -41,9 +52,12 @@ def readable_summary(table: pd.DataFrame) -> pd.DataFrame:
 def readable_paired(table: pd.DataFrame) -> pd.DataFrame:
     """A :func:`paired` table with ``difference ± ci95`` as text."""
     settings = [c for c in table.columns if c not in {
-        "method", "reference", "n_pairs", "difference", "ci95", "ci_low", "ci_high", "wins", "losses"}]
+        "method", "reference", "n_pairs", "difference", "ci95", "ci_low", "ci_high", "wins", "losses",
+        *CLASS_CI_COLUMNS}]
     readable = table[settings + ["method", "reference"]].copy()
     readable["difference (points)"] = [f"{d:+.2f} ± {c:.2f}" for d, c in zip(table["difference"], table["ci95"])]
+    if (cells := _class_ci_cells(table)) is not None:
+        readable[CLASS_CI_HEADER] = cells
     readable["n pairs"] = table["n_pairs"]
     readable["wins/losses"] = [f"{w}/{l}" for w, l in zip(table["wins"], table["losses"])]
     readable.attrs = dict(table.attrs)
@@ -64,9 +78,17 @@ def without_constant_settings(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 def to_markdown(table: pd.DataFrame) -> str:
     """A GitHub-flavoured markdown table; footnote from ``table.attrs['ci']`` when present."""
     text = table.to_markdown(index=False)
-    if table.attrs.get("ci"):
-        text += f"\n\n{table.attrs['ci']}."
+    if footnote := ci_footnote(table):
+        text += f"\n\n{footnote}"
     return text + "\n"
+
+
+def ci_footnote(table: pd.DataFrame) -> str:
+    """How the table's CIs were made: ``attrs['ci']`` (over tasks) and, when shown, ``attrs['class_ci']``."""
+    parts = [table.attrs["ci"] + (" (over tasks)" if CLASS_CI_HEADER in table else "")] if table.attrs.get("ci") else []
+    if CLASS_CI_HEADER in table and table.attrs.get("class_ci"):
+        parts.append(table.attrs["class_ci"])
+    return "".join(f"{part}. " for part in parts).strip()
 
 
 def to_latex(table: pd.DataFrame) -> str:
@@ -86,12 +108,12 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike, fmt: str | None = 
     return path
 
 
-_NUMBER = re.compile(r"[-+]?[\d.,]+%?( ?± ?[\d.,]+%?)?|nan|-")
+_NUMBER = re.compile(r"[-+]?[\d.,]+%?( ?± ?[\d.,]+%?)?|± [\d.,]+|nan|-")
 
 
 def rich_table(table: pd.DataFrame, title: str | None = None) -> Table:
     """A rich Table of any (readable) DataFrame, for the terminal."""
-    rich = Table(title=title, caption=table.attrs.get("ci"))
+    rich = Table(title=title, caption=ci_footnote(table) or None)
     cells = {column: ["" if pd.isna(value) else str(value) for value in table[column]] for column in table.columns}
     for column in table.columns:
         # Numbers ("45.77 ± 0.60") never wrap or shrink; words columns give way instead.
