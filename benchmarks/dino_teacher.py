@@ -88,6 +88,29 @@ def tokens_features(data, ids: list[str], side: int, norm: str, work: Path) -> t
     return features, rate
 
 
+def onnx_agreement(data, ids: list[str]) -> tuple[float, float]:
+    """Smallest cosine, timm at 224 px vs onnxruntime, of the CLS tokens and of the patch tokens of ``ids``."""
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper
+
+    from tcs_fewshot.models.onnx_import import default_onnx_path
+
+    proto = onnx.load(str(default_onnx_path()))
+    (norm,) = [n for n in proto.graph.node if "backbone.layernorm.bias" in n.input]  # the backbone's final norm
+    proto.graph.output.append(helper.make_tensor_value_info(norm.output[0], TensorProto.FLOAT, None))
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    mean, std = NORMS["imagenet"]
+    transform = transforms.Compose([transforms.Resize((224, 224), transforms.InterpolationMode.BICUBIC),
+                                    transforms.ToTensor(), transforms.Normalize(mean, std)])
+    x = torch.stack([transform(data.load_image(i)) for i in ids])
+    (theirs,) = session.run([norm.output[0]], {proto.graph.input[0].name: x.numpy()})
+    with torch.inference_mode():
+        ours = vit_at(224).forward_features(x)
+    cosine = torch.nn.functional.cosine_similarity(ours, torch.from_numpy(theirs), dim=-1)  # (B, 1 + 256)
+    return float(cosine[:, 0].min()), float(cosine[:, 1:].min())
+
+
 def toolkit_features(spec: str, data, ids: list[str]) -> FeatureSet:
     """Features of ``spec`` through ``load_teacher`` and the feature cache, as ``tcs-fewshot run`` gets them."""
     teacher = load_teacher(spec)
@@ -127,6 +150,7 @@ def main() -> None:
                 if block in (11, 12) or (side == args.layers_at and norm == "imagenet"):
                     suffix = ("" if norm == "imagenet" else f" {norm}") + ("" if block == 12 else f" block{block}")
                     inputs[f"dino {pool} {side}{suffix}"] = FeatureSet(ids, values)
+    cls_cosine, patch_cosine = onnx_agreement(data, ids[:8])
     records = evaluate(tasks, {name: NearestClassMean() for name in inputs}, inputs=inputs)
     table = summary(records)
     diff = paired(records, reference=BASELINE).set_index("method")
@@ -136,6 +160,9 @@ def main() -> None:
     lines = [f"Revision {revision}{' (uncommitted changes)' if dirty.strip() else ''}; "
              f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
              f"{len(ids)} emoji test images, {args.tasks} tasks of 5-way 5-shot 15-query (seed 0), NCM.",
+             "", f"Import check: on the first 8 of these images at 224 px, timm's tokens against onnxruntime's (the "
+             f"ONNX graph's final layer norm): smallest cosine {cls_cosine:.7f} for the CLS token, {patch_cosine:.7f} "
+             "for the patch tokens.",
              "", f"Load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (img/s are the extraction "
              "rates when each size was first computed, on a CPU shared with other work: a rough guide only).",
              "", f"Command: `{' '.join(shlex.quote(a) for a in ['python', *sys.argv])}`", "",

@@ -15,7 +15,8 @@ followed by a saliency decoder. Its backbone initializers map onto timm's
    ``Concat`` consumes is the CLS slot ``(1, 1, 384)``; the one a ``Reshape`` consumes is the
    37x37 patch grid of the native 518 px model ``(1, 1369, 384)``. The graph resizes that grid
    to the input's 16x16 with its ``Resize`` node (cubic, a=-0.75, half-pixel, no antialias, as
-   checked below); we apply the same resize once, so timm is built at the ONNX's own image size.
+   checked below); we apply the same resize once, so timm is built at the ONNX's own image size
+   (``map_initializers(graph, side)`` resizes the native grid for another size instead).
 5. Named initializers outside ``backbone.*`` (the ``decoder.*`` saliency head) are not the
    backbone: reported, never loaded. A ``backbone.*`` or anonymous one left unused is an error.
 
