@@ -128,6 +128,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/dino_teacher"))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    # at the start: the code that runs, not what is checked out when it ends
+    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
     torch.set_num_threads(min(2, torch.get_num_threads()))
     args.work.mkdir(parents=True, exist_ok=True)
     adapter, root = open_benchmark("emoji")
@@ -155,8 +158,6 @@ def main() -> None:
     table = summary(records)
     diff = paired(records, reference=BASELINE).set_index("method")
 
-    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
     lines = [f"Revision {revision}{' (uncommitted changes)' if dirty.strip() else ''}; "
              f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}; "
              f"{len(ids)} emoji test images, {args.tasks} tasks of 5-way 5-shot 15-query (seed 0), NCM.",
