@@ -149,7 +149,8 @@ CONFIG_KEYS = {"n_tasks": "tasks"}
 @task_options(sweep=True)
 @click.option("--teacher", default="torchvision:mobilenet_v2", show_default=True,
               help="Embedding of benchmark images: a teacher spec (timm:<name>, torchvision:<name>, "
-                   "checkpoint:<path>), cached after one pass, or 'pixels'.")
+                   "checkpoint:<path>), cached after one pass, or 'pixels'. A timm ViT takes options after @: "
+                   "pool=cls|mean|cls+mean and block=N, e.g. timm:vit_small_patch14_dinov2@block=11.")
 @click.option("--teacher-weights", type=click.Path(dir_okay=False), default=None,
               help="A local weights file for the teacher.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,

@@ -121,6 +121,10 @@ def check_value(key: str, value: Any, where: str = "config") -> Any:
             if text is not None and ("\x00" in text or any("\ud800" <= char <= "\udfff" for char in text)):
                 # config.toml could not save it, and no path or name holds NUL
                 raise TcsFewshotError(f"{where}: '{key}' must be UTF-8 text without NUL characters, got {_shown(text)}")
+            if key == "teacher" and text is not None:
+                from tcs_fewshot.models.teacher_spec import split_spec
+
+                split_spec(text)  # bad teacher options fail here, before the data loads
             return text
         expected = "a string"
     raise TcsFewshotError(f"{where}: '{key}' must be {expected}, got {_shown(value)}")

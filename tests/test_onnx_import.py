@@ -53,6 +53,20 @@ def test_mapping_fills_timm_exactly():
     assert state["pos_embed"].shape == (1, 1 + (224 // 14) ** 2, 384)
 
 
+def test_mapping_at_another_size_resizes_from_the_native_grid():
+    graph = onnx.load(str(default_onnx_path())).graph
+    native, _, side = map_initializers(graph, side=518)  # DINOv2's own 37x37 grid: nothing resized
+    assert side == 518 and native["pos_embed"].shape == (1, 1 + 37**2, 384)
+    state, _, side = map_initializers(graph, side=168)
+    grid = native["pos_embed"][:, 1:].reshape(1, 37, 37, 384).permute(0, 3, 1, 2)
+    resized = torch.nn.functional.interpolate(grid, size=(12, 12), mode="bicubic", align_corners=False)
+    torch.testing.assert_close(state["pos_embed"][:, 1:], resized.permute(0, 2, 3, 1).reshape(1, 144, 384))
+    torch.testing.assert_close(state["pos_embed"][:, :1], native["pos_embed"][:, :1])
+    assert all(torch.equal(state[k], native[k]) for k in state if k != "pos_embed")
+    with pytest.raises(TcsFewshotError, match="not a positive multiple of the patch size 14"):
+        map_initializers(graph, side=100)
+
+
 def test_import_is_reproducible_and_lands_in_data_home(imports):
     first, second = imports
     assert second.path == data_home() / "teachers" / "vit_small_patch14_dinov2-imgfocus.pth"

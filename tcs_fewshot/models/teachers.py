@@ -22,6 +22,8 @@ from tcs_fewshot.checksums import file_sha256
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.models.install_weights import PACKAGE, PIP_COMMAND
 from tcs_fewshot.models.teacher_base import Teacher
+from tcs_fewshot.models.teacher_spec import split_spec
+from tcs_fewshot.models.vit_pool import TokenPooledViT
 
 LAYERS = ("pooled", "logits")
 MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
@@ -76,18 +78,20 @@ def load_teacher(spec: str, weights: str | os.PathLike | None = None, device: st
     """Load a frozen teacher in eval mode on ``device``.
 
     Args:
-        spec: ``timm:<model>``, ``torchvision:<model>`` or ``checkpoint:<path>``.
+        spec: ``timm:<model>``, ``torchvision:<model>`` or ``checkpoint:<path>``, optionally followed by
+            ``@pool=cls|mean|cls+mean,block=N`` (timm ViTs: which tokens of which block; see ``teacher_spec``).
         weights: State dict file; default: the local caches (see the module docstring).
         layer: ``pooled`` gives ``(B, feature_dim)`` penultimate features; ``logits`` (torchvision
             only) gives ``(B, n_classes)`` scores of the pretrained head.
     """
     if layer not in LAYERS:
         raise TcsFewshotError(f"unknown teacher layer '{layer}'; choose one of {', '.join(LAYERS)}")
-    architecture, state, pretraining = spec, None, None
-    if spec.startswith("checkpoint:"):
+    base, options = split_spec(spec)
+    architecture, state, pretraining = base, None, None
+    if base.startswith("checkpoint:"):
         if weights is not None:
             raise TcsFewshotError("a checkpoint: teacher carries its own weights; drop --teacher-weights")
-        weights = Path(spec.partition(":")[2]).expanduser()
+        weights = Path(base.partition(":")[2]).expanduser()
         saved = _read(weights)
         if not (isinstance(saved, dict) and isinstance(saved.get("spec"), str) and isinstance(saved.get("state_dict"), dict)):
             raise TcsFewshotError(f"'{weights}' is not a teacher checkpoint (a dict with 'spec' and 'state_dict')")
@@ -96,19 +100,27 @@ def load_teacher(spec: str, weights: str | os.PathLike | None = None, device: st
     if source not in _BUILDERS or not name:
         raise TcsFewshotError(f"unknown teacher spec '{architecture}'; use timm:<model>, torchvision:<model> or checkpoint:<path>")
     model, path, transform, preprocessing, feature_dim, found = _BUILDERS[source](name, weights, state, layer)
+    if options:  # pool, block: which tokens of which block
+        if source != "timm":
+            raise TcsFewshotError(f"teacher options {', '.join(options)} are for timm ViTs; {architecture} has none")
+        model = TokenPooledViT(model, options.get("pool"), options.get("block"))
+        feature_dim = model.feature_dim
     model.to(device).eval().requires_grad_(False)
     sha = file_sha256(path)
     # The architecture spec, not a checkpoint's path: a moved checkpoint keeps its identity.
-    identity = hashlib.sha256(json.dumps([architecture, sha, preprocessing, layer], sort_keys=True).encode()).hexdigest()
+    # Options join the identity only when given, so a plain spec keeps the cache entries it had.
+    keyed = [architecture, sha, preprocessing, layer] + ([options] if options else [])
+    identity = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
     config = {"spec": spec, "architecture": architecture, "weights": str(path), "weights_sha256": sha,
-              "preprocessing": preprocessing, "layer": layer}
+              "preprocessing": preprocessing, "layer": layer, **({"options": options} if options else {})}
     return Teacher(spec, model, transform, feature_dim, identity, pretraining or found, config)
 
 
 def save_teacher_checkpoint(teacher: Teacher, path: str | os.PathLike) -> Path:
     """Write ``teacher``'s weights as a file that ``checkpoint:<path>`` loads, atomically."""
     path = Path(path)
-    state = {key: value.detach().cpu() for key, value in teacher.model.state_dict().items()}
+    network = teacher.model.vit if isinstance(teacher.model, TokenPooledViT) else teacher.model  # options stay in the spec
+    state = {key: value.detach().cpu() for key, value in network.state_dict().items()}
     temporary = path.with_name(path.name + ".tmp")
     torch.save({"spec": teacher.config["architecture"], "state_dict": state, "pretraining": teacher.pretraining}, temporary)
     os.replace(temporary, path)
