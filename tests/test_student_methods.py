@@ -107,12 +107,22 @@ def test_cpu_numbers_equal_the_code_before_devices_and_separate_rates(setup, tmp
     assert list(map(str, task.support_ids)) == reference["support_ids"]
     torch.manual_seed(0)
     context = StudentContext(data, teacher, cache, build_student("conv4-16", image_size=32), views=1, device="cpu")
+    differences = {}
     for layers in ("head", "last", "all"):
         settings = TrainingSettings(steps=8, learning_rate=0.01, batch_size=5, train_layers=layers)
         for name, cls, options in (("student-ncm", StudentNCM, {}), ("finetune", FineTune, {}), ("kd", LogitKD, {}),
                                    ("tcs", TCS, {"components": 4})):
             logits = cls(context, settings, **options).fit(task.support_ids, task.support_labels).predict(task.query_ids)
-            assert torch.allclose(logits, reference[f"{name}/{layers}"], atol=1e-6, rtol=0), (name, layers)
+            differences[f"{name}/{layers}"] = float((logits - reference[f"{name}/{layers}"]).abs().max())
+    # The reference was made on an Intel CPU; float32 kernels differ by CPU vendor: an AMD EPYC
+    # gave up to 4e-6 with the student frozen (head) and 2.5e-4 after 8 Adam steps through the
+    # backbone (last, all), which amplify rounding. On logits of about 10 these bounds are
+    # relative 1e-5 and 2e-4, far below what any change of the computation (a rate, a batch-norm
+    # mode, a seed) moves: those change logits by 1e-2 or more.
+    frozen = {key: value for key, value in differences.items() if key.endswith("/head")}
+    trained = {key: value for key, value in differences.items() if not key.endswith("/head")}
+    assert max(frozen.values()) < 1e-4, frozen
+    assert max(trained.values()) < 2e-3, trained
 
 
 class RaisingCache:
