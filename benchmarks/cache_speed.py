@@ -50,9 +50,9 @@ from torchvision.transforms import v2
 from tcs_fewshot.data.benchmarks.base import BenchmarkData, load_rgb
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.data.tasks import TaskSpec, sample_tasks
-from tcs_fewshot.evaluation.evaluator import evaluate
+from tcs_fewshot.runs.evaluator import evaluate
 from tcs_fewshot.methods.probes import NearestClassMean
-from tcs_fewshot.models.cache import CPU_BATCH_SIZE, FeatureCache
+from tcs_fewshot.cache.feature_cache import CPU_BATCH_SIZE, FeatureCache
 from tcs_fewshot.models.teacher_base import Teacher
 
 SEED, N_CLASSES, N_TASKS = 0, 10, 100

@@ -2,7 +2,7 @@
 
 For each class population (``REGIMES``: from large class differences with confusable classes to
 task noise alone) and split size C (9, as emoji's test split; 20), 200 benchmarks of 600 5-way
-tasks are simulated (:mod:`tcs_fewshot.evaluation.coverage`); each interval either covers the
+tasks are simulated (:mod:`tcs_fewshot.stats.coverage`); each interval either covers the
 population's true mean accuracy or not. A 95% interval should cover about 95%; with 200
 benchmarks the binomial standard error of a coverage near 0.95 is 0.015.
 
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from timing import cpu_model, revision  # benchmarks/timing.py, beside this script
 
-from tcs_fewshot.evaluation.coverage import Population, simulate_coverage
+from tcs_fewshot.stats.coverage import Population, simulate_coverage
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "class_ci_coverage.md"
 REGIMES = {
@@ -96,7 +96,7 @@ def render(results: pd.DataFrame, args: argparse.Namespace, elapsed: float, code
         f"- {args.benchmarks} benchmarks per row, {args.tasks} tasks of 5 classes (15 queries each) per benchmark, "
         f"{args.resamples} class resamples for the bootstraps; {elapsed:.0f} s in all.",
         "",
-        "The model (`tcs_fewshot.evaluation.coverage`): each class of an infinite population has a latent "
+        "The model (`tcs_fewshot.stats.coverage`): each class of an infinite population has a latent "
         "difficulty `d ~ N(0, tau^2)` (logit) and a position `z ~ N(0, I_2)`; a benchmark draws C test classes, "
         "its tasks are uniform 5-class subsets of them; a class is recognised in a task with probability "
         "`sigmoid(mu + d + u - gamma * sum_j exp(-|z - z_j|^2))` (`u ~ N(0, sigma_u^2)` per task, `j` the task's "

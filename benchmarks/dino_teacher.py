@@ -33,7 +33,7 @@ from torchvision import transforms
 
 from tcs_fewshot import FeatureSet, NearestClassMean, TaskSpec, evaluate, paired, sample_tasks, summary
 from tcs_fewshot.data.benchmarks import open_benchmark
-from tcs_fewshot.models.cache import FeatureCache
+from tcs_fewshot.cache.feature_cache import FeatureCache
 from tcs_fewshot.models.teachers import load_teacher
 from tcs_fewshot.models.vit_pool import POOLS, pool_tokens
 

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from timing import cpu_model, revision  # noqa: E402
 
-from tcs_fewshot.evaluation.compare import load_runs  # noqa: E402
-from tcs_fewshot.evaluation.stats import gap_closed, paired, summary  # noqa: E402
+from tcs_fewshot.reports.compare import load_runs  # noqa: E402
+from tcs_fewshot.stats.accuracy import gap_closed, paired, summary  # noqa: E402
 
 PROBES = ["ncm", "simpleshot", "logreg"]
 IMAGENET_STUDENT = ["student-ncm", "finetune", "kd", "tcs", "tcs-random", "tcs-unrelated", "tcs-noselect"]

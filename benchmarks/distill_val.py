@@ -27,10 +27,10 @@ from timing import cpu_model, revision  # noqa: E402
 
 from tcs_fewshot.data.benchmarks import open_benchmark  # noqa: E402
 from tcs_fewshot.data.tasks import TaskSpec, sample_tasks  # noqa: E402
-from tcs_fewshot.evaluation.distilled import distilled_student, settings_for  # noqa: E402
+from tcs_fewshot.runs.distilled import distilled_student, settings_for  # noqa: E402
 from tcs_fewshot.methods.distill import split_items  # noqa: E402
 from tcs_fewshot.methods.probes import NearestClassMean  # noqa: E402
-from tcs_fewshot.models.cache import FeatureCache  # noqa: E402
+from tcs_fewshot.cache.feature_cache import FeatureCache  # noqa: E402
 from tcs_fewshot.models.students import build_student  # noqa: E402
 from tcs_fewshot.models.teachers import load_teacher  # noqa: E402
 

@@ -47,11 +47,11 @@ from timing import (  # benchmarks/timing.py, beside this script
 
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.data.tasks import TaskSampler, TaskSpec, sample_tasks
-from tcs_fewshot.evaluation.evaluator import evaluate
-from tcs_fewshot.evaluation.stats import paired, summary
-from tcs_fewshot.evaluation.store import COLUMN_NAMES
+from tcs_fewshot.runs.evaluator import evaluate
+from tcs_fewshot.stats.accuracy import paired, summary
+from tcs_fewshot.runs.store import COLUMN_NAMES
 from tcs_fewshot.methods.probes import NearestClassMean
-from tcs_fewshot.models.features import FeatureSet
+from tcs_fewshot.data.features import FeatureSet
 
 SEED = 0
 N_CLASSES, PER_CLASS, DIM = 20, 600, 512

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from timing import cpu_model, write_results  # benchmarks/timing.py, beside this script
 
-from tcs_fewshot.evaluation.store import load_records
+from tcs_fewshot.runs.store import load_records
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "fault_injection.md"
 CLI = [sys.executable, "-c", "from tcs_fewshot.cli import entry_point; entry_point()"]

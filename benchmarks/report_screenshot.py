@@ -19,8 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tcs_fewshot.evaluation.experiment import RunConfig, run_experiment
-from tcs_fewshot.evaluation.html_report import write_html_report
+from tcs_fewshot.runs.experiment import RunConfig, run_experiment
+from tcs_fewshot.reports.html import write_html_report
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "report_screenshot.png"
 METHODS = ("ncm", "simpleshot", "logreg")

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from tcs_fewshot.data.tasks import TaskSpec, sample_tasks
-from tcs_fewshot.evaluation.experiment import RunConfig, load_run_inputs
-from tcs_fewshot.evaluation.method_setup import StudentOptions, student_context
+from tcs_fewshot.runs.experiment import RunConfig, load_run_inputs
+from tcs_fewshot.runs.method_setup import StudentOptions, student_context
 from tcs_fewshot.methods.finetune import FineTune
 from tcs_fewshot.methods.student_training import TrainingSettings
 

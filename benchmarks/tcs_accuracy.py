@@ -25,16 +25,16 @@ import torch  # noqa: E402
 from timing import cpu_model, revision  # noqa: E402
 
 from tcs_fewshot.data.tasks import TaskSpec, sample_tasks  # noqa: E402
-from tcs_fewshot.evaluation.evaluator import evaluate  # noqa: E402
-from tcs_fewshot.evaluation.experiment import (  # noqa: E402
+from tcs_fewshot.runs.evaluator import evaluate  # noqa: E402
+from tcs_fewshot.runs.experiment import (  # noqa: E402
     RunConfig,
     base_mean,
     load_run_inputs,
     unrelated_features,
 )
-from tcs_fewshot.evaluation.method_setup import StudentOptions, build_methods  # noqa: E402
-from tcs_fewshot.evaluation.report import readable_paired, readable_summary, to_markdown  # noqa: E402
-from tcs_fewshot.evaluation.stats import paired, summary  # noqa: E402
+from tcs_fewshot.runs.method_setup import StudentOptions, build_methods  # noqa: E402
+from tcs_fewshot.runs.run_tables import readable_paired, readable_summary, to_markdown # noqa: E402
+from tcs_fewshot.stats.accuracy import paired, summary  # noqa: E402
 from tcs_fewshot.models.students import build_student, count_parameters, flops_per_image  # noqa: E402
 
 PROBES = ["pixel-ncm", "ncm", "simpleshot", "logreg"]

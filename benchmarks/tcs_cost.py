@@ -33,8 +33,8 @@ def measure(args: argparse.Namespace) -> dict:
     import torch
 
     from tcs_fewshot.data.tasks import TaskSpec, sample_tasks
-    from tcs_fewshot.evaluation.experiment import RunConfig, load_run_inputs
-    from tcs_fewshot.evaluation.method_setup import StudentOptions, build_methods
+    from tcs_fewshot.runs.experiment import RunConfig, load_run_inputs
+    from tcs_fewshot.runs.method_setup import StudentOptions, build_methods
 
     torch.set_num_threads(args.threads)
     loaded = load_run_inputs(RunConfig(benchmark=args.benchmark))  # the default teacher, as `run` loads it

@@ -23,12 +23,12 @@ import torch  # noqa: E402
 from timing import cpu_model, revision  # noqa: E402
 
 from tcs_fewshot.data.tasks import TaskSpec, sample_tasks  # noqa: E402
-from tcs_fewshot.evaluation.evaluator import evaluate  # noqa: E402
-from tcs_fewshot.evaluation.experiment import RunConfig, load_run_inputs  # noqa: E402
-from tcs_fewshot.evaluation.method_setup import StudentOptions, student_context  # noqa: E402
-from tcs_fewshot.evaluation.report import readable_paired, readable_summary, to_markdown  # noqa: E402
-from tcs_fewshot.evaluation.stats import paired, summary  # noqa: E402
-from tcs_fewshot.methods.catalog import training_settings  # noqa: E402
+from tcs_fewshot.runs.evaluator import evaluate  # noqa: E402
+from tcs_fewshot.runs.experiment import RunConfig, load_run_inputs  # noqa: E402
+from tcs_fewshot.runs.method_setup import StudentOptions, student_context  # noqa: E402
+from tcs_fewshot.runs.run_tables import readable_paired, readable_summary, to_markdown # noqa: E402
+from tcs_fewshot.stats.accuracy import paired, summary  # noqa: E402
+from tcs_fewshot.methods.registry import training_settings  # noqa: E402
 from tcs_fewshot.methods.finetune import FineTune, StudentNCM  # noqa: E402
 from tcs_fewshot.methods.tcs import TCS  # noqa: E402
 

@@ -9,16 +9,16 @@ from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.data.taskfile import load_tasks, save_tasks
 from tcs_fewshot.data.tasks import Task, TaskSampler, TaskSet, TaskSpec, sample_tasks
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.evaluation.evaluator import Episode, MethodFailure, evaluate
-from tcs_fewshot.evaluation.stats import paired, summary
-from tcs_fewshot.evaluation.store import load_records
+from tcs_fewshot.runs.evaluator import Episode, MethodFailure, evaluate
+from tcs_fewshot.stats.accuracy import paired, summary
+from tcs_fewshot.runs.store import load_records
 from tcs_fewshot.methods import (
     FewShotMethod,
     LogisticRegressionProbe,
     NearestClassMean,
     SimpleShot,
 )
-from tcs_fewshot.models.features import (
+from tcs_fewshot.data.features import (
     FeatureSet,
     load_features_file,
     save_features_file,

@@ -16,8 +16,8 @@ from torchvision.transforms import v2
 from tcs_fewshot.data.benchmarks.base import BenchmarkData
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.models import cache_store
-from tcs_fewshot.models.cache import (
+from tcs_fewshot.cache import store as cache_store
+from tcs_fewshot.cache.feature_cache import (
     FeatureCache,
     cache_info,
     clear_cache,
@@ -207,7 +207,7 @@ def test_rows_written_but_not_marked_are_never_trusted(tmp_path, monkeypatch):
 
 
 def test_a_killed_process_leaves_a_cache_that_completes_correctly(tmp_path):
-    script = ("import test_cache as t; from tcs_fewshot.models.cache import FeatureCache; "
+    script = ("import test_cache as t; from tcs_fewshot.cache.feature_cache import FeatureCache; "
               f"FeatureCache({str(tmp_path)!r}).features("
               "t.make_teacher(wrap=lambda m: t.Faulty(m, exit_from=3)), t.make_data(), views=(0, 1), batch_size=8)")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from cli_invoke import invoke
-from tcs_fewshot.evaluation.class_ci import HEADER, two_level_ci, with_class_ci
-from tcs_fewshot.evaluation.compare import compare_runs
-from tcs_fewshot.evaluation.coverage import Population, simulate_coverage
-from tcs_fewshot.evaluation.experiment import RunConfig, run_experiment
-from tcs_fewshot.evaluation.html_report import render_html_report
-from tcs_fewshot.evaluation.compare import load_runs
+from tcs_fewshot.stats.class_ci import HEADER, two_level_ci, with_class_ci
+from tcs_fewshot.reports.compare import compare_runs
+from tcs_fewshot.stats.coverage import Population, simulate_coverage
+from tcs_fewshot.runs.experiment import RunConfig, run_experiment
+from tcs_fewshot.reports.html import render_html_report
+from tcs_fewshot.reports.compare import load_runs
 
 
 def test_two_level_variance_of_exactly_additive_tasks():
@@ -58,7 +58,7 @@ def run(tmp_path_factory):
 
 
 def test_run_summary_and_paired_have_the_class_ci(run):
-    from tcs_fewshot.evaluation.sweep import write_run_tables
+    from tcs_fewshot.runs.run_tables import write_run_tables
 
     assert run.summary["class_ci95"].notna().all() and (run.summary["class_ci95"] > 0).all()
     assert run.paired["class_ci95"].notna().all()

@@ -245,7 +245,7 @@ def test_fallbacks_are_recorded_in_the_manifest_and_reported(tmp_path, features_
 def test_the_student_image_size_is_a_documented_default_not_read_from_the_data():
     from types import SimpleNamespace
 
-    from tcs_fewshot.evaluation.experiment import RunConfig, silent_fallbacks
+    from tcs_fewshot.runs.experiment import RunConfig, silent_fallbacks
     from tcs_fewshot.models.students import DEFAULT_STUDENT_IMAGE_SIZE, build_student
 
     def no_image(item):

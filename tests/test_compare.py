@@ -14,11 +14,11 @@ from tcs_fewshot import save_features_file
 from tcs_fewshot.cli import entry_point
 from tcs_fewshot.data.manifests import load_manifest
 from tcs_fewshot.errors import RunDirectoryError, TcsFewshotError
-from tcs_fewshot.evaluation.compare import compare_runs, load_runs
-from tcs_fewshot.evaluation.experiment import RunConfig, run_experiment
-from tcs_fewshot.evaluation.leakage import leakage_warning
-from tcs_fewshot.evaluation.rundirs import find_runs
-from tcs_fewshot.evaluation.store import RecordStore
+from tcs_fewshot.reports.compare import compare_runs, load_runs
+from tcs_fewshot.runs.experiment import RunConfig, run_experiment
+from tcs_fewshot.reports.leakage import leakage_warning
+from tcs_fewshot.runs.rundirs import find_runs
+from tcs_fewshot.runs.store import RecordStore
 
 CLI = [sys.executable, "-c", "from tcs_fewshot.cli import entry_point; entry_point()"]
 SHAPE = {"ways": 3, "queries": 5, "tasks": 20}

@@ -5,8 +5,8 @@ import io
 import pandas as pd
 from rich.console import Console
 
-from tcs_fewshot.evaluation.progress import RunProgress
-from tcs_fewshot.evaluation.report import rich_table
+from tcs_fewshot.runs.progress import RunProgress
+from tcs_fewshot.reports.tables import rich_table
 
 
 def _log_console(out):

@@ -1,6 +1,6 @@
 import pytest
 
-from tcs_fewshot.evaluation.method_setup import deployed_cost
+from tcs_fewshot.runs.method_setup import deployed_cost
 from tcs_fewshot.models.students import build_student
 from tcs_fewshot.models.teachers import load_teacher
 

@@ -6,10 +6,10 @@ import torch
 from tcs_fewshot.data.benchmarks.emoji import Emoji
 from tcs_fewshot.data.benchmarks.emoji_catalog import MIN_EMOJI
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.evaluation.distilled import distilled_student, settings_for
+from tcs_fewshot.runs.distilled import distilled_student, settings_for
 from tcs_fewshot.methods.distill import DistillSettings, distill
 from tcs_fewshot.methods.distill_objectives import OBJECTIVES
-from tcs_fewshot.models.cache import FeatureCache
+from tcs_fewshot.cache.feature_cache import FeatureCache
 from tcs_fewshot.models.students import build_student
 from tcs_fewshot.models.teachers import load_teacher
 
@@ -104,7 +104,7 @@ def test_a_distilled_student_is_made_once_then_served_from_its_cache(setup, tmp_
 
 
 def test_method_names_with_an_objective():
-    from tcs_fewshot.methods.catalog import method_kind
+    from tcs_fewshot.methods.registry import method_kind
 
     assert method_kind("student-ncm@tcs") == method_kind("kd") == "student"
     with pytest.raises(TcsFewshotError, match="unknown distillation objective 'dkd'"):

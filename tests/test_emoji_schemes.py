@@ -18,7 +18,7 @@ from tcs_fewshot.data.benchmarks.emoji_cache import PFSL_SALT, build_checksum
 from tcs_fewshot.data.benchmarks.emoji_catalog import MANIFEST_PATH, MIN_EMOJI, split_subgroups, wide_splits
 from tcs_fewshot.data.benchmarks.emoji_styles import PIP_STYLES
 from tcs_fewshot.data.benchmarks.image_split import train_groups
-from tcs_fewshot.evaluation.experiment import RunConfig, pfsl_methods
+from tcs_fewshot.runs.experiment import RunConfig, pfsl_methods
 
 ROOT = Path(__file__).resolve().parents[1]
 # What `emoji` is on every machine (stated in the README): pinned pip styles, 26/8/9 subgroups.

@@ -23,7 +23,7 @@ from tcs_fewshot import (
     load_tasks,
     sample_tasks,
 )
-from tcs_fewshot.evaluation.manifest import read_manifest
+from tcs_fewshot.runs.manifest import read_manifest
 from tcs_fewshot.methods import build_probe
 
 SPEC = TaskSpec(split="test", ways=3, shots=2, queries=5, seed=0)
@@ -353,7 +353,7 @@ def test_adding_a_method_evaluates_only_it_and_changed_settings_are_refused_by_n
 
 
 def test_student_settings_are_per_method_not_run_identity():
-    from tcs_fewshot.evaluation.experiment import RunConfig, per_method_settings
+    from tcs_fewshot.runs.experiment import RunConfig, per_method_settings
 
     built = {"student": {"spec": "conv4-32"}, "tcs": {"components": 16}, "kd": {"temperature": 4}}
     alone = per_method_settings(RunConfig(methods=("tcs",)), {"tcs": "student"}, built)

@@ -25,8 +25,8 @@ from tcs_fewshot import (
     load_records,
     sample_tasks,
 )
-from tcs_fewshot.evaluation.executors import LocalExecutor, RayExecutor, make_executor
-from tcs_fewshot.evaluation.manifest import read_manifest
+from tcs_fewshot.runs.executors import LocalExecutor, RayExecutor, make_executor
+from tcs_fewshot.runs.manifest import read_manifest
 from tcs_fewshot.methods import build_probe
 
 SPEC = TaskSpec(split="test", ways=3, shots=2, queries=5, seed=0)
@@ -268,8 +268,8 @@ def test_student_methods_on_ray_equal_a_local_run(ray_cluster, tmp_path):
     """TCS and KD travel to workers (cloudpickle takes the image loader and the teacher along)."""
     from tcs_fewshot.data.benchmarks.emoji import Emoji
     from tcs_fewshot.data.benchmarks.emoji_catalog import MIN_EMOJI
-    from tcs_fewshot.evaluation.method_setup import StudentOptions, build_methods
-    from tcs_fewshot.models.cache import FeatureCache
+    from tcs_fewshot.runs.method_setup import StudentOptions, build_methods
+    from tcs_fewshot.cache.feature_cache import FeatureCache
     from tcs_fewshot.models.teachers import load_teacher
 
     emoji = Emoji(styles=("openmoji",), max_subgroups=5, max_emoji=8, min_instances=MIN_EMOJI, progress=False)

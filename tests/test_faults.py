@@ -24,7 +24,7 @@ from tcs_fewshot import (
     summary,
 )
 from tcs_fewshot.errors import RunDirectoryError
-from tcs_fewshot.evaluation.store import RecordStore
+from tcs_fewshot.runs.store import RecordStore
 
 SPEC = TaskSpec(split="test", ways=3, shots=2, queries=5, seed=0)
 COLUMNS = ["task_index", "task_checksum", "method", "accuracy", "n_correct", "n_query", "failure"]

@@ -18,7 +18,7 @@ from tcs_fewshot import (
 )
 from tcs_fewshot.data.benchmarks.base import Benchmark
 from tcs_fewshot.data.benchmarks.glyphs import Glyphs
-from tcs_fewshot.data.benchmarks.glyphs_manifest import (
+from data_manifests.build.glyphs import (
     FONT_PACKAGES,
     build_manifest,
     default_path,

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tcs_fewshot.evaluation.experiment import RunConfig, run_experiment
-from tcs_fewshot.evaluation import figures
-from tcs_fewshot.evaluation.html_report import write_html_report
+from tcs_fewshot.runs.experiment import RunConfig, run_experiment
+from tcs_fewshot.reports import figures
+from tcs_fewshot.reports.html import write_html_report
 
 INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
 METHODS = ("ncm", "simpleshot", "logreg")
@@ -135,7 +135,7 @@ def test_screenshot_shows_the_report(report, tmp_path):
 
 
 def test_accuracy_against_flops_figure_has_one_point_per_measured_method():
-    from tcs_fewshot.evaluation.html_report import report_figures
+    from tcs_fewshot.reports.html import report_figures
 
     summary = pd.DataFrame({"shots": [5, 5, 5, 5], "method": ["ncm", "tcs", "pixel-ncm", "logreg"],
                             "accuracy": [45.8, 44.0, 32.7, 45.0], "ci95": [1.0, 1.1, 0.9, 1.0],

@@ -21,7 +21,7 @@ from tcs_fewshot.data.benchmarks.folder import ImageFolderBenchmark
 from tcs_fewshot.data.images import ImageFileError, ImageLoader, ImageOptions, open_rgb, parse_background
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.models.cache import FeatureCache, content_fingerprint
+from tcs_fewshot.cache.feature_cache import FeatureCache, content_fingerprint
 
 BLACK = ImageOptions.parse("black")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tcs_fewshot.data import manifests
-from tcs_fewshot.data.build_manifests import build_all, main, write_manifests
+from data_manifests.build.splits import build_all, main, write_manifests
 from tcs_fewshot.data.manifests import (
     list_manifests,
     load_manifest,

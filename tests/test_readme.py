@@ -28,7 +28,7 @@ def test_embedding_example_runs_as_written(tmp_path):
 
 
 def test_every_method_is_documented_in_the_readme():
-    from tcs_fewshot.methods.catalog import all_method_names
+    from tcs_fewshot.methods.registry import all_method_names
 
     documented = set(re.findall(r"^\| `([a-z0-9-]+)` \|", README, flags=re.M))
     assert set(all_method_names()) <= documented, set(all_method_names()) - documented

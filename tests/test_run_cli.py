@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from tcs_fewshot.cli import main
-from tcs_fewshot.config import (
+from tcs_fewshot.runs.config import (
     check_values,
     config_toml,
     config_values,
@@ -26,9 +26,9 @@ from tcs_fewshot.config import (
     valid_keys,
 )
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.evaluation.experiment import RunConfig
-from tcs_fewshot.evaluation.store import load_records
-from tcs_fewshot.evaluation.sweep import default_sweep_dir, run_sweep
+from tcs_fewshot.runs.experiment import RunConfig
+from tcs_fewshot.runs.store import load_records
+from tcs_fewshot.runs.sweep import default_sweep_dir, run_sweep
 from tcs_fewshot.models.teachers import resolve_device
 
 tomllib = toml_module()  # tomllib, or tomli on Python 3.10

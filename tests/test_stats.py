@@ -5,8 +5,8 @@ from scipy import stats as scipy_stats
 
 from tcs_fewshot import paired, summary
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.evaluation.stats import ci_half_width
-from tcs_fewshot.evaluation.store import COLUMN_NAMES
+from tcs_fewshot.stats.accuracy import ci_half_width
+from tcs_fewshot.runs.store import COLUMN_NAMES
 
 
 def make_records(accuracies: dict[str, list[float]], shots=5, failures=()):
@@ -94,7 +94,7 @@ def test_settings_with_missing_values_stay_separate():
 
 
 def test_gap_closed_recovers_known_ratio_and_its_ci_covers():
-    from tcs_fewshot.evaluation.stats import gap_closed, gap_line
+    from tcs_fewshot.stats.accuracy import gap_closed, gap_line
 
     rng = np.random.default_rng(5)
     hits = 0
@@ -113,7 +113,7 @@ def test_gap_closed_recovers_known_ratio_and_its_ci_covers():
 
 
 def test_gap_closed_says_when_the_teacher_does_not_beat_the_student():
-    from tcs_fewshot.evaluation.stats import gap_closed, gap_line
+    from tcs_fewshot.stats.accuracy import gap_closed, gap_line
 
     rng = np.random.default_rng(6)
     student = rng.uniform(0.3, 0.5, 80)
@@ -127,8 +127,8 @@ def test_gap_closed_says_when_the_teacher_does_not_beat_the_student():
 
 
 def test_summary_shows_teacher_passes_and_the_deployed_cost():
-    from tcs_fewshot.evaluation.report import readable_summary
-    from tcs_fewshot.evaluation.stats import with_deployed
+    from tcs_fewshot.runs.run_tables import readable_summary
+    from tcs_fewshot.stats.accuracy import with_deployed
 
     records = make_records({"ncm": [0.5, 0.6], "tcs": [0.4, 0.5]})
     records["teacher_forward_passes"] = np.where(records["method"] == "tcs", 20, np.nan)
@@ -144,8 +144,8 @@ def test_summary_shows_teacher_passes_and_the_deployed_cost():
 def test_reports_carry_the_gap_closed_line_per_run_and_setting():
     from pathlib import Path
 
-    from tcs_fewshot.evaluation.compare import Run, compare_loaded
-    from tcs_fewshot.evaluation.report import format_tables
+    from tcs_fewshot.reports.compare import Run, compare_loaded
+    from tcs_fewshot.reports.tables import format_tables
 
     rng = np.random.default_rng(7)
     student = rng.uniform(0.3, 0.5, 60)
@@ -159,8 +159,8 @@ def test_reports_carry_the_gap_closed_line_per_run_and_setting():
 
 
 def test_a_run_summary_states_the_gap_its_tcs_methods_closed(tmp_path):
-    from tcs_fewshot.evaluation.experiment import RunResult
-    from tcs_fewshot.evaluation.sweep import write_run_tables
+    from tcs_fewshot.runs.experiment import RunResult
+    from tcs_fewshot.runs.run_tables import write_run_tables
 
     rng = np.random.default_rng(8)
     student = rng.uniform(0.3, 0.5, 100)

@@ -10,13 +10,13 @@ from tcs_fewshot.data.benchmarks.emoji import Emoji
 from tcs_fewshot.data.benchmarks.emoji_catalog import MIN_EMOJI
 from tcs_fewshot.data.tasks import TaskSpec, sample_tasks
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.evaluation.evaluator import evaluate
-from tcs_fewshot.evaluation.method_setup import StudentOptions, build_methods
-from tcs_fewshot.methods.catalog import STUDENT_METHODS
+from tcs_fewshot.runs.evaluator import evaluate
+from tcs_fewshot.runs.method_setup import StudentOptions, build_methods
+from tcs_fewshot.methods.registry import STUDENT_METHODS
 from tcs_fewshot.methods.distill import DistillSettings, distill
 from tcs_fewshot.methods.student_context import StudentContext
 from tcs_fewshot.methods.tcs import TCS
-from tcs_fewshot.models.cache import FeatureCache
+from tcs_fewshot.cache.feature_cache import FeatureCache
 from tcs_fewshot.models.students import build_student, save_student
 from tcs_fewshot.models.teachers import load_teacher
 

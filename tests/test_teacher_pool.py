@@ -13,7 +13,7 @@ from PIL import Image
 from tcs_fewshot.data.benchmarks.base import BenchmarkData
 from tcs_fewshot.data.index import LabelIndex
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.models.cache import FeatureCache
+from tcs_fewshot.cache.feature_cache import FeatureCache
 from tcs_fewshot.models.teacher_spec import split_spec
 from tcs_fewshot.models.teachers import load_teacher, save_teacher_checkpoint
 from tcs_fewshot.models.vit_pool import POOLS, TokenPooledViT, pool_tokens

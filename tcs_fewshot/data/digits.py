@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from tcs_fewshot.data.index import LabelIndex
-from tcs_fewshot.models.features import FeatureSet
+from tcs_fewshot.data.features import FeatureSet
 
 
 def load_digits_benchmark() -> tuple[LabelIndex, FeatureSet]:

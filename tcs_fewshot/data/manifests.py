@@ -2,7 +2,7 @@
 
 One JSON file per benchmark and split scheme, ``data_manifests/<benchmark>/<scheme>.json`` in
 the repository, installed as the package data ``tcs_fewshot.manifests``. They are written by
-:mod:`tcs_fewshot.data.build_manifests` from the published split files, never by hand.
+:mod:`data_manifests.build.splits` from the published split files, never by hand.
 
 Keys: ``format`` (``"tcs-fewshot/manifest"``), ``version`` (1), ``benchmark``, ``scheme``,
 ``title``, ``citation``, ``provenance`` (source files with repository, commit, licence, sha256),
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 FORMAT = "tcs-fewshot/manifest"
 VERSION = 1
 PACKAGE = "tcs_fewshot.manifests"
-REBUILD = "rebuild it with: python -m tcs_fewshot.data.build_manifests SPLITS_DIR"
+REBUILD = "rebuild it with: python -m data_manifests.build.splits SPLITS_DIR"
 
 
 def manifest_checksum(manifest: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.evaluation.evaluator import Episode
+from tcs_fewshot.runs.evaluator import Episode
 from tcs_fewshot.interop.learn2learn import episode_checksum
 from tcs_fewshot.methods.protocol import to_numpy
 

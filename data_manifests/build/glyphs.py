@@ -1,6 +1,6 @@
 """Builder of ``data_manifests/glyphs/scripts.json``: the classes of the glyphs benchmark.
 
-    python -m tcs_fewshot.data.benchmarks.glyphs_manifest [--out PATH]
+    python -m data_manifests.build.glyphs [--out PATH]
 
 Nothing here lists letters: the classes are derived from the installed fonts' cmaps and
 Python's ``unicodedata`` by the rules in :data:`RULES`; only the font packages to read and
@@ -169,7 +169,7 @@ def build_manifest() -> dict:
         "class_id": "'<Script>/U+XXXX': the letter's script (first word of its Unicode name, title-cased) and code "
                     "point, e.g. 'Latin/U+0041'; items are '<Script>/U+XXXX/<k>', rendering k of the letter",
         "provenance": [{"kind": "derived", **font} for font in fonts],
-        "derivation": {"builder": "python -m tcs_fewshot.data.benchmarks.glyphs_manifest",
+        "derivation": {"builder": "python -m data_manifests.build.glyphs",
                        "unicode_version": unicodedata.unidata_version, "python": sys.version.split()[0]},
         "rules": {**RULES, "script_split": SCRIPT_SPLIT},
         "scripts": scripts,

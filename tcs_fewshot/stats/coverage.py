@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from tcs_fewshot.evaluation.class_ci import two_level_ci
+from tcs_fewshot.stats.class_ci import two_level_ci
 
 INTERVALS = ("tasks", "classes, two-level", "classes, bootstrap (product weights)", "classes, bootstrap (redraw tasks)")
 

@@ -18,8 +18,8 @@ import numpy as np
 
 from tcs_fewshot.data.tasks import Task
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.evaluation.memory import PeakMemory
-from tcs_fewshot.evaluation.store import COLUMN_NAMES
+from tcs_fewshot.runs.memory import PeakMemory
+from tcs_fewshot.runs.store import COLUMN_NAMES
 from tcs_fewshot.methods.protocol import predicted_labels
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from tcs_fewshot.data.benchmarks.base import data_home
-from tcs_fewshot.models.cache_store import META, disk_bytes, filled_counts, invalidations, try_lock
+from tcs_fewshot.cache.store import META, disk_bytes, filled_counts, invalidations, try_lock
 
 
 def default_root() -> Path:

@@ -221,8 +221,8 @@ def run(config_file: str | None, executor_name: str, address: str | None, chunk_
     train_layers = "last-2", head_lr = 0.01, backbone_lr = 1e-4}, method_options = {tcs = {components = 16}}
     and distill = {epochs = 8} (the base-split distillation of <method>@<objective>).
     """
-    from tcs_fewshot.config import effective_config, load_config_file, run_config
-    from tcs_fewshot.evaluation.sweep import CONFIG_FILE, run_sweep
+    from tcs_fewshot.runs.config import effective_config, load_config_file, run_config
+    from tcs_fewshot.runs.sweep import CONFIG_FILE, run_sweep
 
     context = click.get_current_context()
     explicit = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
@@ -230,7 +230,7 @@ def run(config_file: str | None, executor_name: str, address: str | None, chunk_
              if context.get_parameter_source(name) in explicit}
     from_file = load_config_file(config_file) if config_file else {}
     values = effective_config(from_file, given, source=f"config file '{config_file}'")
-    from tcs_fewshot.evaluation.executors import make_executor
+    from tcs_fewshot.runs.executors import make_executor
 
     executor = make_executor(executor_name, address, chunk_size)
     results = run_sweep(run_config(values), shots=values["shots"], ways=values["ways"], out=values["out"],
@@ -257,12 +257,8 @@ def run(config_file: str | None, executor_name: str, address: str | None, chunk_
 
 def _show_result(setting, result) -> None:
     """Print one run's summary and paired differences (settings shared by every row as the title)."""
-    from tcs_fewshot.evaluation.report import (
-        readable_paired,
-        readable_summary,
-        rich_table,
-        without_constant_settings,
-    )
+    from tcs_fewshot.reports.tables import rich_table, without_constant_settings
+    from tcs_fewshot.runs.run_tables import readable_paired, readable_summary
 
     narrow, described = without_constant_settings(readable_summary(result.summary))
     show(rich_table(narrow, title=described))
@@ -308,12 +304,12 @@ def report_options(command):
 def _write_report(run_dirs, fmt, out, reference, ci, which: tuple[str, ...],
                   shown: tuple[str, ...] = ("summary", "paired")) -> None:
     """Print or write the tables of ``report``/``compare``: ``which`` in md, csv and latex, ``shown`` in the terminal."""
-    from tcs_fewshot.evaluation.compare import compare_loaded, load_runs
-    from tcs_fewshot.evaluation.leakage import distinct_warnings
-    from tcs_fewshot.evaluation.report import format_tables, terminal_report
+    from tcs_fewshot.reports.compare import compare_loaded, load_runs
+    from tcs_fewshot.reports.leakage import distinct_warnings
+    from tcs_fewshot.reports.tables import format_tables, terminal_report
 
     if fmt == "html":
-        from tcs_fewshot.evaluation.html_report import write_html_report
+        from tcs_fewshot.reports.html import write_html_report
 
         if out is None and len(run_dirs) > 1:
             raise TcsFewshotError("--format html over several run directories needs --out FILE.html")
@@ -394,7 +390,7 @@ def export_tasks(benchmark, root, scheme, split_file, features, protocol, split,
     """
     from tcs_fewshot.data.taskfile import save_tasks
     from tcs_fewshot.data.tasks import TaskSpec, sample_tasks
-    from tcs_fewshot.evaluation.experiment import RunConfig, load_index
+    from tcs_fewshot.runs.experiment import RunConfig, load_index
 
     index = load_index(RunConfig(benchmark=benchmark, root=root, scheme=scheme, split_file=split_file, features=features))
     spec = TaskSpec(protocol=protocol, split=split, ways=ways, shots=shots, queries=queries, seed=seed)
@@ -410,7 +406,7 @@ def list_benchmarks() -> None:
     Example: tcs-fewshot benchmarks
     """
     from tcs_fewshot.data.benchmarks import benchmark_table
-    from tcs_fewshot.evaluation.report import rich_table
+    from tcs_fewshot.reports.tables import rich_table
 
     table = benchmark_table()
     show(rich_table(table[["benchmark", "schemes", "status", "description"]]))
@@ -515,8 +511,8 @@ def cache_info_command() -> None:
     \b
     Example: tcs-fewshot cache info
     """
-    from tcs_fewshot.evaluation.report import rich_table
-    from tcs_fewshot.models.cache_admin import cache_info, default_root
+    from tcs_fewshot.reports.tables import rich_table
+    from tcs_fewshot.cache.admin import cache_info, default_root
 
     table = cache_info()
     if table.empty:
@@ -539,7 +535,7 @@ def cache_clear_command(teacher_name) -> None:
     \b
     Example: tcs-fewshot cache clear --teacher torchvision:mobilenet_v2
     """
-    from tcs_fewshot.models.cache_admin import clear_cache
+    from tcs_fewshot.cache.admin import clear_cache
 
     console.print(f"freed {clear_cache(teacher=teacher_name) / 2**20:.1f} MB")
 
@@ -586,8 +582,8 @@ def list_methods() -> None:
     """
     import pandas as pd
 
-    from tcs_fewshot.evaluation.report import rich_table
-    from tcs_fewshot.methods.catalog import descriptions, method_kind
+    from tcs_fewshot.reports.tables import rich_table
+    from tcs_fewshot.methods.registry import descriptions, method_kind
 
     table = pd.DataFrame([{"method": name, "inputs": method_kind(name), "description": text}
                           for name, text in descriptions().items()])
@@ -596,7 +592,7 @@ def list_methods() -> None:
 
 def _setting(value: str) -> tuple[str, object]:
     """``KEY=VALUE`` with VALUE read as TOML (numbers, true/false, "text"), bare words as text."""
-    from tcs_fewshot.config import toml_module
+    from tcs_fewshot.runs.config import toml_module
 
     key, equals, text = value.partition("=")
     if not equals or not key.strip():
@@ -654,7 +650,7 @@ def distill(benchmark, root, scheme, split_file, teacher, teacher_weights, devic
     2 processes: torchrun --nproc_per_node 2 -m tcs_fewshot.cli distill --out students/emoji-tcs.pt
     """
     from tcs_fewshot.data.images import ImageOptions
-    from tcs_fewshot.evaluation.distilled import distill_benchmark, settings_for
+    from tcs_fewshot.runs.distilled import distill_benchmark, settings_for
     from tcs_fewshot.models.teachers import resolve_device
 
     options = {key: value for key, value in {"epochs": epochs, "train_layers": train_layers, "online": online or None,
@@ -675,7 +671,7 @@ def distill(benchmark, root, scheme, split_file, teacher, teacher_weights, devic
 
 def entry_point() -> None:
     """Console script: user mistakes become one line on stderr and exit code 2."""
-    from tcs_fewshot.evaluation.evaluator import MethodFailure
+    from tcs_fewshot.runs.evaluator import MethodFailure
 
     # Arguments that are not UTF-8 (a file name in another encoding) arrive as lone surrogates;
     # echoing them must not crash the command.

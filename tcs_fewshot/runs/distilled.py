@@ -24,7 +24,7 @@ from tcs_fewshot.data.images import ImageOptions
 from tcs_fewshot.defaults import DEFAULT_STUDENT, DEFAULT_TEACHER
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.methods.distill import DistillResult, DistillSettings, distill
-from tcs_fewshot.models.cache import FeatureCache
+from tcs_fewshot.cache.feature_cache import FeatureCache
 from tcs_fewshot.models.students import Student, build_student, save_student
 from tcs_fewshot.models.teacher_base import Teacher
 

@@ -251,7 +251,7 @@ def with_deployed(table: pd.DataFrame, settings: dict) -> pd.DataFrame:
 
     ``settings`` is the run manifest's per-method record (``settings[name]["described"]["deployed"]``
     in ``method_settings``, or ``settings[name]["deployed"]`` as
-    :func:`tcs_fewshot.evaluation.method_setup.build_methods`); methods without one get NaN.
+    :func:`tcs_fewshot.runs.method_setup.build_methods`); methods without one get NaN.
     """
     deployed = {name: value.get("deployed") or (value.get("described") or {}).get("deployed") or {}
                 for name, value in settings.items() if isinstance(value, dict)}

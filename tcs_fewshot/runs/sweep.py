@@ -15,11 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from tcs_fewshot.config import config_values, load_config_file, save_config
+from tcs_fewshot.runs.config import config_values, load_config_file, save_config
 from tcs_fewshot.data.tasks import TaskSampler, TaskSpec
 from tcs_fewshot.errors import RunDirectoryError, TcsFewshotError
-from tcs_fewshot.evaluation.executors import Executor
-from tcs_fewshot.evaluation.experiment import (
+from tcs_fewshot.runs.executors import Executor
+from tcs_fewshot.runs.run_tables import write_run_tables
+from tcs_fewshot.runs.experiment import (
     RunConfig,
     RunResult,
     load_index,
@@ -81,25 +82,6 @@ def check_settings(settings: Sequence[RunConfig]) -> None:
                                     shots=setting.shots, queries=setting.queries, seed=setting.seed))
 
 
-def write_run_tables(result: RunResult) -> list[Path]:
-    """Write ``summary.md``, ``summary.csv`` and ``paired.md`` into the result's run directory."""
-    from tcs_fewshot.evaluation.report import (
-        readable_paired,
-        readable_summary,
-        write_table,
-    )
-
-    summary = write_table(readable_summary(result.summary), result.run_dir / "summary.md")
-    if result.gap_lines:
-        with summary.open("a") as handle:
-            handle.write("\n" + "\n".join(f"- {line}" for line in result.gap_lines) + "\n")
-    return [
-        summary,
-        write_table(result.summary, result.run_dir / "summary.csv"),
-        write_table(readable_paired(result.paired), result.run_dir / "paired.md"),
-    ]
-
-
 def _holds_runs(directory: Path) -> bool:
     return directory.is_dir() and any((child / "manifest.json").is_file() for child in directory.iterdir() if child.is_dir())
 
@@ -153,7 +135,7 @@ def run_sweep(
             setting whose method failed on some tasks keeps its records and the sweep goes on.
         on_result: Called after each setting with its config and result (e.g. to print it).
         executor: Where rows are computed (default this process; see
-            :mod:`tcs_fewshot.evaluation.executors`); not part of any run's identity.
+            :mod:`tcs_fewshot.runs.executors`); not part of any run's identity.
         skip_check: Do not refuse a benchmark whose check fails (see ``run_experiment``).
 
     Returns:

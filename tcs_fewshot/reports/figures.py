@@ -1,6 +1,6 @@
 """Report figures (matplotlib, Agg canvas; no pyplot state, no display needed).
 
-Each function takes a table of :func:`tcs_fewshot.evaluation.compare.compare_runs` and
+Each function takes a table of :func:`tcs_fewshot.reports.compare.compare_runs` and
 returns a :class:`matplotlib.figure.Figure` (or ``None`` when there is nothing to draw);
 :func:`png_data_uri` turns one into an embeddable ``data:image/png;base64,...`` string.
 """
@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tcs_fewshot.evaluation.stats import GROUP_COLUMNS
+from tcs_fewshot.stats.accuracy import GROUP_COLUMNS
 
 DPI = 110
 WIDTH = 8.0  # inches; 880 px at DPI
@@ -136,7 +136,7 @@ def accuracy_vs_flops(summary: pd.DataFrame) -> Figure | None:
     """Accuracy (%, 95% CI bars) against the deployed network's inference MFLOPs per image (log axis).
 
     One point per method and setting, from the ``flops_per_image`` column of
-    :func:`tcs_fewshot.evaluation.stats.with_deployed`. Methods that run no network (0 FLOPs,
+    :func:`tcs_fewshot.stats.accuracy.with_deployed`. Methods that run no network (0 FLOPs,
     pixel-ncm) sit at the axis' left edge, labelled "no network". ``None`` when nothing was measured.
     """
     if "flops_per_image" not in summary:

@@ -16,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from tcs_fewshot.evaluation.stats import ci_half_width
+from tcs_fewshot.stats.accuracy import ci_half_width
 
 
 class RunningMean:

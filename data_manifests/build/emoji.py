@@ -1,7 +1,7 @@
 """Write ``data_manifests/emoji/subgroups.json``, and measure which subgroups make tasks trivial.
 
-    python -m tcs_fewshot.data.benchmarks.emoji_manifest            # (re)write it, keeping its notes
-    python -m tcs_fewshot.data.benchmarks.emoji_manifest --measure  # also re-measure (about a minute)
+    python -m data_manifests.build.emoji            # (re)write it, keeping its notes
+    python -m data_manifests.build.emoji --measure  # also re-measure (about a minute)
 
 The measurement renders every subgroup with at least ``MIN_EMOJI`` base emoji, symbol
 subgroups included, in the styles installed, and runs nearest class mean on raw pixels over
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.measure:
         manifest["notes"]["difficulty"] = measure_difficulty(emoji_test, sources)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    # Sorted keys and indent 1, as tcs_fewshot.data.build_manifests writes the other manifests.
+    # Sorted keys and indent 1, as data_manifests.build.splits writes the other manifests.
     args.out.write_text(json.dumps(manifest, sort_keys=True, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {args.out}: {manifest['counts']}")
 

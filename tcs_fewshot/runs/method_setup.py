@@ -17,13 +17,13 @@ import numpy as np
 from tcs_fewshot.defaults import DEFAULT_STUDENT
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.methods import build_probe
-from tcs_fewshot.methods.catalog import (
+from tcs_fewshot.methods.registry import (
     PIXEL_METHODS,
     build_student_method,
     method_kind,
     training_settings,
 )
-from tcs_fewshot.models.features import FeatureSet
+from tcs_fewshot.data.features import FeatureSet
 
 PIXEL_SIDE = 16  # pixel-ncm's input: the 16x16x3 image of pixel_features' default
 UNRELATED_ITEMS = 512  # images of the other benchmark that fit the tcs-unrelated basis
@@ -170,7 +170,7 @@ def student_context(data: Any, teacher: Any, cache: Any, options: StudentOptions
 def distilled_context(data: Any, teacher: Any, cache: Any, options: StudentOptions, seed: int,
                       objective: str, evaluated_split: str = "test") -> tuple[Any, dict[str, Any]]:
     """The context of ``<method>@<objective>``: the run's student distilled on the base split (cached), and its record."""
-    from tcs_fewshot.evaluation.distilled import distilled_student, settings_for
+    from tcs_fewshot.runs.distilled import distilled_student, settings_for
     from tcs_fewshot.methods.student_context import StudentContext
 
     settings = settings_for(objective, dict(options.distill), options.device)

@@ -19,15 +19,11 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from tcs_fewshot.evaluation import figures
-from tcs_fewshot.evaluation.compare import Run, compare_loaded, load_runs
-from tcs_fewshot.evaluation.leakage import distinct_warnings
-from tcs_fewshot.evaluation.report import (
-    readable_paired,
-    readable_summary,
-    without_constant_settings,
-    without_single_run,
-)
+from tcs_fewshot.reports import figures
+from tcs_fewshot.reports.compare import Run, compare_loaded, load_runs
+from tcs_fewshot.reports.leakage import distinct_warnings
+from tcs_fewshot.reports.tables import without_constant_settings, without_single_run
+from tcs_fewshot.runs.run_tables import readable_paired, readable_summary
 
 TEMPLATE = jinja2.Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True).from_string("""\
 <!DOCTYPE html>
@@ -229,7 +225,7 @@ def write_html_report(run_dirs: Iterable[str | os.PathLike], path: str | os.Path
         ``path``.
 
     Raises:
-        TcsFewshotError: as :func:`tcs_fewshot.evaluation.compare.compare_runs`.
+        TcsFewshotError: as :func:`tcs_fewshot.reports.compare.compare_runs`.
     """
     path = Path(path)
     html = render_html_report(load_runs(run_dirs), reference, ci)

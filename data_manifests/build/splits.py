@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m tcs_fewshot.data.build_manifests [SPLITS_DIR] [--out data_manifests]
+    python -m data_manifests.build.splits [SPLITS_DIR] [--out data_manifests]
 
 ``SPLITS_DIR`` is the collection of split files described by its ``README.md``; by default the
 repository's copy, ``data_manifests/sources`` (whose README gives each file's provenance). Class lists are read from those files, never typed here. The README is
@@ -381,7 +381,7 @@ def write_manifests(manifests: list[dict[str, Any]], out: str | Path) -> list[Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tcs_fewshot.data.build_manifests",
+    parser = argparse.ArgumentParser(prog="python -m data_manifests.build.splits",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("splits_dir", type=Path, nargs="?", default=DEFAULT_SPLITS_DIR,
                         help="directory of the published split files (with README.md; "

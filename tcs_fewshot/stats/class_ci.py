@@ -1,6 +1,6 @@
 """A CI that also accounts for which classes the benchmark's split happened to hold.
 
-The CI of :mod:`tcs_fewshot.evaluation.stats` is over tasks: it answers "how much would the
+The CI of :mod:`tcs_fewshot.stats.accuracy` is over tasks: it answers "how much would the
 mean move with other tasks on these classes?". With few test classes (emoji's test split has 9,
 so 600 five-way tasks share at most 126 class sets) the larger uncertainty is which classes the
 split holds. This module gives a **two-level** CI for the mean of per-task accuracies (or of
@@ -137,7 +137,7 @@ def classes_by_checksum(task_set) -> dict[str, tuple[str, ...]]:
 def run_task_classes(run_dir) -> dict[str, tuple[str, ...]]:
     """:func:`classes_by_checksum` of a run directory's ``tasks.json.gz``; empty when it has none.
 
-    Runs made by :func:`~tcs_fewshot.evaluation.evaluator.evaluate` on tasks that are not a
+    Runs made by :func:`~tcs_fewshot.runs.evaluator.evaluate` on tasks that are not a
     ``TaskSet`` (learn2learn, easyfsl) store no task file: their class CI is then NaN.
     """
     from pathlib import Path
@@ -178,13 +178,13 @@ def with_class_ci(table, records, classes: Mapping[str, Sequence[str]], kind: st
     """``table`` plus ``class_ci95`` (half-width) and ``class_ci_df``, one value per row.
 
     Args:
-        table: A :func:`~tcs_fewshot.evaluation.stats.summary` (``kind="summary"``) or
-            :func:`~tcs_fewshot.evaluation.stats.paired` (``kind="paired"``) table of ``records``.
+        table: A :func:`~tcs_fewshot.stats.accuracy.summary` (``kind="summary"``) or
+            :func:`~tcs_fewshot.stats.accuracy.paired` (``kind="paired"``) table of ``records``.
         records: The records it was computed from (``task_checksum``, ``method``, ``accuracy``, ``failure``).
         classes: ``{task checksum: class names}`` of every task (:func:`classes_by_checksum`); rows
             with a task missing from it get NaN.
     """
-    from tcs_fewshot.evaluation.stats import GROUP_COLUMNS
+    from tcs_fewshot.stats.accuracy import GROUP_COLUMNS
 
     keys = [c for c in GROUP_COLUMNS if c in table.columns]
     succeeded = records[records["failure"].isna()]

@@ -11,7 +11,7 @@ easyfsl adapters) need no ``inputs``.
 A method may report how many teacher image-view evaluations its last ``fit``+``predict``
 consumed in an integer attribute ``teacher_forward_passes``; it is recorded per task.
 
-Rows are computed by an executor (:mod:`tcs_fewshot.evaluation.executors`: this process, or
+Rows are computed by an executor (:mod:`tcs_fewshot.runs.executors`: this process, or
 Ray workers) in chunks of tasks; whatever the executor, this process alone stores them, one
 transaction per task, and a resume skips the (task, method) pairs already stored.
 """
@@ -32,11 +32,11 @@ import pandas as pd
 from tcs_fewshot.data.taskfile import save_tasks
 from tcs_fewshot.data.tasks import Task, TaskSet
 from tcs_fewshot.errors import RunDirectoryError, TcsFewshotError
-from tcs_fewshot.evaluation.executors import Executor, LocalExecutor
-from tcs_fewshot.evaluation.manifest import manifest_identity, open_manifest
-from tcs_fewshot.evaluation.progress import RunProgress
-from tcs_fewshot.evaluation.rows import ChunkRows, Episode, task_index_of
-from tcs_fewshot.evaluation.store import RecordStore, records_frame
+from tcs_fewshot.runs.executors import Executor, LocalExecutor
+from tcs_fewshot.runs.manifest import manifest_identity, open_manifest
+from tcs_fewshot.runs.progress import RunProgress
+from tcs_fewshot.runs.rows import ChunkRows, Episode, task_index_of
+from tcs_fewshot.runs.store import RecordStore, records_frame
 from tcs_fewshot.methods.protocol import as_method
 
 __all__ = ["Episode", "MethodFailure", "evaluate"]

@@ -29,9 +29,9 @@ import numpy as np
 
 from tcs_fewshot.data.benchmarks.base import BenchmarkData
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.models.cache_admin import cache_info, clear_cache, default_root
-from tcs_fewshot.models.cache_store import LAYOUT_VERSION, CacheEntry, entry_path
-from tcs_fewshot.models.features import FeatureSet
+from tcs_fewshot.cache.admin import cache_info, clear_cache, default_root
+from tcs_fewshot.cache.store import LAYOUT_VERSION, CacheEntry, entry_path
+from tcs_fewshot.data.features import FeatureSet
 from tcs_fewshot.models.teacher_base import Teacher
 from tcs_fewshot.models.views import RECIPE, view_image
 

@@ -2,7 +2,7 @@
 
 Runs are read from their directories (``manifest.json`` + ``records.sqlite``); a sweep
 directory stands for the runs inside it. Methods of different runs are paired only on
-tasks with equal checksums (see :func:`tcs_fewshot.evaluation.stats.paired`); asking for a
+tasks with equal checksums (see :func:`tcs_fewshot.stats.accuracy.paired`); asking for a
 reference across runs evaluated on different tasks is refused rather than answered with
 zero pairs.
 
@@ -24,11 +24,11 @@ from typing import Any
 import pandas as pd
 
 from tcs_fewshot.errors import RunDirectoryError, TcsFewshotError
-from tcs_fewshot.evaluation.class_ci import DESCRIPTION as CLASS_CI_DESCRIPTION
-from tcs_fewshot.evaluation.class_ci import run_task_classes, with_class_ci
-from tcs_fewshot.evaluation.manifest import read_manifest
-from tcs_fewshot.evaluation.rundirs import expand_runs, unique_labels
-from tcs_fewshot.evaluation.stats import (
+from tcs_fewshot.stats.class_ci import DESCRIPTION as CLASS_CI_DESCRIPTION
+from tcs_fewshot.stats.class_ci import run_task_classes, with_class_ci
+from tcs_fewshot.runs.manifest import read_manifest
+from tcs_fewshot.runs.rundirs import expand_runs, unique_labels
+from tcs_fewshot.stats.accuracy import (
     GROUP_COLUMNS,
     describe_ci,
     gap_line,
@@ -37,7 +37,7 @@ from tcs_fewshot.evaluation.stats import (
     summary,
     with_deployed,
 )
-from tcs_fewshot.evaluation.store import load_records
+from tcs_fewshot.runs.store import load_records
 
 
 @dataclass
@@ -191,7 +191,7 @@ def compare_loaded(runs: Sequence[Run], reference: str | None = None,
 
 
 def gap_lines(runs: Sequence[Run], keys: Sequence[str]) -> list[str]:
-    """One :func:`~tcs_fewshot.evaluation.stats.gap_line` per run and setting that ran tcs, student-ncm and ncm."""
+    """One :func:`~tcs_fewshot.stats.accuracy.gap_line` per run and setting that ran tcs, student-ncm and ncm."""
     lines = []
     for run in runs:
         groups = run.records.groupby(list(keys), dropna=False, sort=False) if keys else [((), run.records)]
@@ -211,12 +211,12 @@ def compare_runs(run_dirs: Iterable[str | os.PathLike], reference: str | None = 
         run_dirs: Run directories, or sweep directories whose subdirectories are runs.
         reference: Method label the others are compared with, per setting (default: every
             pair of methods that ran on the same tasks).
-        ci: ``normal`` or ``t`` (see :mod:`tcs_fewshot.evaluation.stats`).
+        ci: ``normal`` or ``t`` (see :mod:`tcs_fewshot.stats.accuracy`).
 
     Returns:
-        ``(summary, paired)``: the :func:`~tcs_fewshot.evaluation.stats.summary` columns plus
+        ``(summary, paired)``: the :func:`~tcs_fewshot.stats.accuracy.summary` columns plus
         ``run`` (the run's label), one row per setting, run and method; and the
-        :func:`~tcs_fewshot.evaluation.stats.paired` columns (accuracy in percent, differences
+        :func:`~tcs_fewshot.stats.accuracy.paired` columns (accuracy in percent, differences
         in points). ``paired.attrs["unpaired"]`` lists runs that share a setting but not tasks.
 
     Raises:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.evaluation.experiment import RunConfig
+from tcs_fewshot.runs.experiment import RunConfig
 
 SWEEP_KEYS = ("ways", "shots")
 # The keys that define the tasks; a tasks file fixes them.

@@ -1,0 +1,3 @@
+from tcs_fewshot.cli import entry_point
+
+entry_point()

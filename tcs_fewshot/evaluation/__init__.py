@@ -1,1 +1,0 @@
-"""Evaluator, records store, statistics and reports."""

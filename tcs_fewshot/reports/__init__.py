@@ -1,0 +1,1 @@
+"""Reports over run directories: tables, figures, HTML, comparisons and leakage warnings."""

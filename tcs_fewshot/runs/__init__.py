@@ -1,0 +1,1 @@
+"""Runs: config, method setup, the evaluator, crash-safe records, manifests, sweeps, executors and distillation runs."""

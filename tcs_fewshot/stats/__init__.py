@@ -1,0 +1,1 @@
+"""The statistics of evaluation: CIs over tasks and classes, paired differences, gap closed."""
