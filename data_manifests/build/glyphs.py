@@ -187,7 +187,7 @@ def build_manifest() -> dict:
 
 def default_path() -> Path:
     """``data_manifests/glyphs/scripts.json`` of this source tree."""
-    return Path(__file__).resolve().parents[3] / "data_manifests" / "glyphs" / "scripts.json"
+    return Path(__file__).resolve().parents[1] / "glyphs" / "scripts.json"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,7 +29,7 @@ from tcs_fewshot.errors import TcsFewshotError
 
 SPLITS = ("train", "val", "test")
 # The published split files, copied into the repository with their README (provenance).
-DEFAULT_SPLITS_DIR = Path(__file__).resolve().parents[2] / "data_manifests" / "sources"
+DEFAULT_SPLITS_DIR = Path(__file__).resolve().parents[1] / "sources"
 CUB_IMAGES = 11_788  # REFERENCES.md, "CUB-200-2011 on disk"
 CIFAR_PER_CLASS = 600  # CIFAR-100: 500 train + 100 test images per fine class
 MINI_PER_CLASS = 600  # the Ravi CSVs list 600 images per class

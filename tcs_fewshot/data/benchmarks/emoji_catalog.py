@@ -159,7 +159,7 @@ def derive_manifest(emoji_test: str | Path, package_version: str) -> dict:
 
     Besides the common keys it holds ``counts``, ``excluded`` (subgroup -> reason), ``groups``
     (subgroup -> Unicode group), ``emoji`` (subgroup -> code point keys of its base emoji) and
-    ``notes`` (the difficulty measurement, kept across rewrites; see :mod:`.emoji_manifest`).
+    ``notes`` (the difficulty measurement, kept across rewrites; see data_manifests/build/emoji.py).
     """
     from tcs_fewshot.data.manifests import FORMAT, VERSION, manifest_checksum
 
