@@ -1,1 +1,1 @@
-"""Benchmark adapters, label indexes and the deterministic task sampler."""
+"""Data: benchmark adapters, image decoding, label indexes, the deterministic task sampler, task files and FeatureSet."""

@@ -1,1 +1,1 @@
-"""Teachers, students and features."""
+"""Networks: teachers, students, their offline weights, augmented views and raw pixels."""
