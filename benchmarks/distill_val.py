@@ -45,12 +45,20 @@ CONFIGS = {
     "tcs k=64": ("tcs", {"ce_weight": 0.0}),
     "tcs k=256": ("tcs", {"components": 256, "ce_weight": 0.0}),
     "tcs k=1280": ("tcs", {"components": 1280, "ce_weight": 0.0}),
+    "tcs k=1280 + ce": ("tcs", {"components": 1280}),
+    "tcs k=1280 whiten": ("tcs", {"components": 1280, "scale": "whiten", "ce_weight": 0.0}),
     "tcs k=64 whiten": ("tcs", {"scale": "whiten", "ce_weight": 0.0}),
     "tcs k=64 + ce": ("tcs", {}),
     "tcs k=64 + ce 0.1": ("tcs", {"ce_weight": 0.1}),
     "tcs k=64 + ce, selection": ("tcs", {"selection": True}),
     "tcs k=64 random basis": ("tcs", {"basis": "random-orthogonal", "ce_weight": 0.0}),
     "tcs k=64 matched views 2": ("tcs", {"views": 2, "target_views": "matched", "ce_weight": 0.0}),
+    # The regression heads started at least squares instead of random (head_init, DistillSettings).
+    "tcs k=64 ridge": ("tcs", {"ce_weight": 0.0, "head_init": "ridge"}),
+    "tcs k=256 ridge": ("tcs", {"components": 256, "ce_weight": 0.0, "head_init": "ridge"}),
+    "tcs k=1280 ridge": ("tcs", {"components": 1280, "ce_weight": 0.0, "head_init": "ridge"}),
+    "tcs k=1280 whiten ridge": ("tcs", {"components": 1280, "scale": "whiten", "ce_weight": 0.0, "head_init": "ridge"}),
+    "fitnets ridge": ("fitnets", {"ce_weight": 0.0, "head_init": "ridge"}),
 }
 
 

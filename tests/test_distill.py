@@ -113,3 +113,46 @@ def test_method_names_with_an_objective():
         method_kind("ncm@tcs")
     with pytest.raises(TcsFewshotError, match="unknown distill setting 'epoch'"):
         settings_for("tcs", {"epoch": 3})
+
+
+@pytest.mark.parametrize("objective", ["tcs", "fitnets"])
+def test_a_ridge_head_starts_at_least_squares_and_leaves_the_student_as_it_was(setup, objective):
+    from tcs_fewshot.methods.distill import DistillNetwork, _standardised_features, build_objective, split_items, view_tensors
+    from tcs_fewshot.methods.student_context import split_student
+
+    data, teacher, cache = setup
+    settings = DistillSettings(objective=objective, head_init="ridge", **{**QUICK, "views": 0})
+    student = scratch()
+    item_ids, labels = split_items(data, "train")
+    targets = torch.from_numpy(cache.features(teacher, data, item_ids, views=[0]))
+    objective_module = build_objective(settings, student.feature_dim, torch.from_numpy(labels), targets, torch.from_numpy(labels))
+    network = DistillNetwork(student.model, student.feature_dim, objective_module)
+    frozen, _ = split_student(student.model, "all")
+    before = {k: v.clone() for k, v in student.model.state_dict().items()}
+    mean, std = torch.tensor(student.mean).view(1, 3, 1, 1), torch.tensor(student.std).view(1, 3, 1, 1)
+    features = _standardised_features(network, frozen, view_tensors(data, student, item_ids, [0]), mean, std, 16)
+    assert all(torch.equal(before[k], v) for k, v in student.model.state_dict().items())  # BN statistics restored
+    assert features.shape == (len(item_ids), student.feature_dim)
+    head_name = "projector" if objective == "tcs" else "regressor"
+    residual_random = (getattr(objective_module, head_name)(features) - objective_module.targets).pow(2).mean()
+    objective_module.initialise_head(features)
+    head = getattr(objective_module, head_name)
+    residual = (head(features) - objective_module.targets).pow(2).mean()
+    assert residual < 0.5 * residual_random
+    # At the ridge solution the penalised least-squares gradient vanishes: X^T (XW + b - Y) + lambda W = 0.
+    gradient = features.T.double() @ (head(features) - objective_module.targets).double() + 1e-2 * len(features) * head.weight.T.double()
+    assert gradient.abs().max() < 1e-3 * gradient.new_tensor(1.0).add(features.T.double().abs().sum(1).max())
+    trained = distill(data, teacher, cache, scratch(), settings)
+    reference = distill(data, teacher, cache, scratch(), DistillSettings(objective=objective, **{**QUICK, "views": 0}))
+    assert trained.history[0]["mimic"] < reference.history[0]["mimic"]
+
+
+def test_ridge_head_init_leaves_classifier_objectives_alone_and_bad_values_are_refused(setup):
+    data, teacher, cache = setup
+    ridge = scratch()  # each student built just before its run: the heads draw from the seeded global generator
+    distill(data, teacher, cache, ridge, DistillSettings(objective="ce", head_init="ridge", **{**QUICK, "epochs": 1}))
+    random = scratch()
+    distill(data, teacher, cache, random, DistillSettings(objective="ce", **{**QUICK, "epochs": 1}))
+    assert all(torch.equal(a, b) for a, b in zip(ridge.model.state_dict().values(), random.model.state_dict().values()))
+    with pytest.raises(TcsFewshotError, match="head_init"):
+        DistillSettings(head_init="zeros")

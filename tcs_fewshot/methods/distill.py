@@ -73,6 +73,13 @@ class DistillSettings:
         mimic_weight, ce_weight: Weights of the mimicking (or KD) term and of cross-entropy;
             ``ce`` always uses cross-entropy with weight 1.
         temperature, teacher_scale: ``kd``'s temperature and its probe's logit scale.
+        head_init: How the regression heads of ``tcs`` (projector) and ``fitnets`` (regressor)
+            start: ``random`` (PyTorch's default init) or ``ridge`` (the least-squares map from
+            the initial student's standardised features of every training view to the targets,
+            ridge 0.01 per row, as per-task TCS starts its projector). A random head that maps
+            onto many small targets pushes the student's features into its null space
+            (measured in ``benchmarks/results/distill_val_emoji.md``); ``ce``/``kd`` heads are
+            classifiers and start random either way.
         selection: ``tcs``: prune the coordinates least relevant to the base classes after each
             epoch from ``prune_start`` on (by ``prune_fraction``, keeping ``min_components``);
             needs ``ce_weight > 0``, whose gradient measures relevance.
@@ -102,6 +109,7 @@ class DistillSettings:
     ce_weight: float = 1.0
     temperature: float = 4.0
     teacher_scale: float = 10.0
+    head_init: str = "random"
     selection: bool = False
     prune_start: int = 2
     prune_fraction: float = 0.2
@@ -116,7 +124,7 @@ class DistillSettings:
     amp: bool = False
 
     def __post_init__(self) -> None:
-        choices = {"objective": OBJECTIVES, "target_views": TARGET_VIEWS, "keep": KEEP}
+        choices = {"objective": OBJECTIVES, "target_views": TARGET_VIEWS, "keep": KEEP, "head_init": HEAD_INITS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise TcsFewshotError(f"unknown {name} '{getattr(self, name)}'; choose one of {', '.join(allowed)}")
@@ -132,6 +140,7 @@ class DistillSettings:
 
 TARGET_VIEWS = ("plain", "matched")
 KEEP = ("last", "best-val")
+HEAD_INITS = ("random", "ridge")
 
 
 @dataclass
@@ -216,6 +225,11 @@ def distill(data: BenchmarkData, teacher: Teacher, cache: FeatureCache, student:
     frozen, _ = split_student(student.model, settings.train_layers)
     frozen.requires_grad_(False)
     network = DistillNetwork(student.model, student.feature_dim, objective).to(device)
+    mean = torch.tensor(student.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(student.std, device=device).view(1, 3, 1, 1)
+    if settings.head_init == "ridge" and hasattr(objective, "initialise_head"):
+        objective.initialise_head(_standardised_features(network, frozen, images, mean, std, settings.batch_size).cpu())
+        objective.to(device)
     freeze_biases_before_batch_norm(network)  # their gradient is 0 exactly: rounding noise only
     wrapped = network
     if world_size > 1:
@@ -229,8 +243,6 @@ def distill(data: BenchmarkData, teacher: Teacher, cache: FeatureCache, student:
     steps_per_epoch = -(-pairs // settings.batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, settings.epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(settings.seed)  # the same order in every process
-    mean = torch.tensor(student.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(student.std, device=device).view(1, 3, 1, 1)
     online = OnlineTeacher(data, teacher, item_ids, views, torch.from_numpy(labels), settings) if settings.online else None
     passes = 0 if teacher_features is None else len(item_ids) * len(teacher_views)
     if online is not None:
@@ -291,6 +303,26 @@ def distill(data: BenchmarkData, teacher: Teacher, cache: FeatureCache, student:
                                                        "teacher_forward_passes": passes,
                                                        "history": result.history}}
     return result
+
+
+def _standardised_features(network: DistillNetwork, frozen: nn.Module, images: torch.Tensor, mean: torch.Tensor,
+                           std: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``(n * V, d)`` standardised features of every training row (row ``i * V + v``), as the loop first sees them.
+
+    The student runs as in training (batch norm on batch statistics, frozen layers in eval
+    mode), without gradients; its batch-norm running statistics are restored afterwards.
+    """
+    saved = copy.deepcopy(network.student.state_dict())
+    network.student.train()
+    frozen.eval()
+    parameter = next(network.student.parameters())
+    flat = images.reshape(-1, *images.shape[2:])
+    with torch.no_grad():
+        features = torch.cat([network.student(((flat[s:s + batch_size].to(parameter.device).float() / 255) - mean) / std)
+                              for s in range(0, len(flat), batch_size)]).double()
+    network.student.load_state_dict(saved)
+    centred = features - features.mean(0)
+    return (centred / (centred.pow(2).mean(0) + network.standardise.eps).sqrt()).float()
 
 
 def build_objective(settings: DistillSettings, feature_dim: int, labels: torch.Tensor, teacher: torch.Tensor | None,

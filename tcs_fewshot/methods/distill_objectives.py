@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tcs_fewshot.methods.coordinates import CoordinateSystem
+from tcs_fewshot.methods.tcs import ridge_projector
 
 OBJECTIVES = ("tcs", "ce", "kd", "fitnets")
 
@@ -67,6 +68,10 @@ class TCSObjective(ClassifierObjective):
         return {"ce": self.classification(coordinates * self.mask * self.selected, rows),
                 "mimic": self.mimic_weight * mimic}
 
+    def initialise_head(self, features: torch.Tensor) -> None:
+        """Start the projector at the ridge map from ``(rows, d)`` standardised student features to the targets."""
+        self.projector = ridge_projector(features, self.targets.cpu(), ridge=1e-2 * len(features))
+
     def accumulate_relevance(self) -> None:
         if self.mask.grad is not None:
             self.relevance += self.mask.grad.abs()
@@ -108,6 +113,10 @@ class FitNetsObjective(ClassifierObjective):
         self.register_buffer("targets", centred / centred.pow(2).mean().sqrt().clamp_min(1e-12))
         self.feature_weight = feature_weight
         self.regressor = nn.Linear(feature_dim, teacher.shape[1])
+
+    def initialise_head(self, features: torch.Tensor) -> None:
+        """Start the regressor at the ridge map from ``(rows, d)`` standardised student features to the targets."""
+        self.regressor = ridge_projector(features, self.targets.cpu(), ridge=1e-2 * len(features))
 
     def forward(self, features: torch.Tensor, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         regressed = self.regressor(features)
