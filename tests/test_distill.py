@@ -156,3 +156,25 @@ def test_ridge_head_init_leaves_classifier_objectives_alone_and_bad_values_are_r
     assert all(torch.equal(a, b) for a, b in zip(ridge.model.state_dict().values(), random.model.state_dict().values()))
     with pytest.raises(TcsFewshotError, match="head_init"):
         DistillSettings(head_init="zeros")
+
+
+def test_the_student_key_ignores_settings_the_objective_does_not_read(setup):
+    from tcs_fewshot.runs.distilled import distilled_key
+
+    data, teacher, _ = setup
+    initial = scratch()
+
+    def key(objective, **table):
+        return distilled_key(data, teacher, initial, settings_for(objective, table))
+
+    # ce always weighs cross-entropy 1 and never looks at the teacher or a coordinate system
+    assert key("ce") == key("ce", ce_weight=0.0, components=256, head_init="ridge", temperature=2.0, target_views="matched")
+    assert key("ce") != key("ce", epochs=3)
+    assert key("tcs") != key("tcs", components=256)
+    assert key("tcs") != key("tcs", head_init="ridge")
+    assert key("tcs") == key("tcs", temperature=2.0, prune_start=5)  # pruning is read only with selection on
+    assert key("tcs", selection=True) != key("tcs", selection=True, prune_start=5)
+    assert key("fitnets") != key("fitnets", head_init="ridge")
+    assert key("fitnets") == key("fitnets", components=8, scale="whiten")
+    assert key("kd") != key("kd", temperature=2.0)
+    assert key("kd") == key("kd", head_init="ridge", components=8)

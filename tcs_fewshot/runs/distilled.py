@@ -30,12 +30,32 @@ from tcs_fewshot.models.teacher_base import Teacher
 
 FORMAT = 1  # bump when the distillation loop changes what a key's student would be
 
+# Settings only some objectives read (the rest of DistillSettings applies to all of them).
+READ_BY = {"online": {"kd"}, "temperature": {"kd"}, "teacher_scale": {"kd"},
+           "target_views": {"tcs", "kd", "fitnets"}, "mimic_weight": {"tcs", "kd", "fitnets"},
+           "ce_weight": {"tcs", "kd", "fitnets"}, "head_init": {"tcs", "fitnets"},
+           "components": {"tcs"}, "scale": {"tcs"}, "basis": {"tcs"}, "selection": {"tcs"}}
+PRUNING = ("prune_start", "prune_fraction", "min_components")  # read only when selection is on
+
+
+def effective_settings(settings: DistillSettings) -> DistillSettings:
+    """``settings`` with every field its objective does not read reset to the default.
+
+    Two runs whose settings differ only there train the same student, so they share one key:
+    ``ce`` with ``ce_weight=0`` (cross-entropy always weighs 1 there) is the ``ce`` student.
+    """
+    defaults = DistillSettings()
+    unread = [name for name, objectives in READ_BY.items() if settings.objective not in objectives]
+    if not settings.selection:
+        unread += PRUNING
+    return replace(settings, **{name: getattr(defaults, name) for name in unread})
+
 
 def distilled_key(data: BenchmarkData, teacher: Teacher, initial: Student, settings: DistillSettings) -> str:
-    """sha256 hex over everything that decides the distilled student's weights."""
+    """sha256 hex over everything that decides the distilled student's weights (and nothing else)."""
     student = {key: initial.config.get(key) for key in ("spec", "init", "weights_sha256", "checkpoint_sha256", "image_size")}
     record = {"format": FORMAT, "dataset": data.index.fingerprint, "build": getattr(data, "checksum", None),
-              "teacher": teacher.identity, "student": student, "settings": asdict(settings)}
+              "teacher": teacher.identity, "student": student, "settings": asdict(effective_settings(settings))}
     if data.image_record is not None:  # how image files were decoded (background, ...); absent for builds
         record["images"] = data.image_record
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()
