@@ -32,7 +32,7 @@ import torch
 from torchvision import transforms
 
 from tcs_fewshot import FeatureSet, NearestClassMean, TaskSpec, evaluate, paired, sample_tasks, summary
-from tcs_fewshot.data.benchmarks import open_benchmark
+from tcs_fewshot.data.benchmarks import load_benchmark
 from tcs_fewshot.cache.feature_cache import FeatureCache
 from tcs_fewshot.models.teachers import load_teacher
 from tcs_fewshot.models.vit_pool import POOLS, pool_tokens
@@ -133,8 +133,7 @@ def main() -> None:
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
     torch.set_num_threads(min(2, torch.get_num_threads()))
     args.work.mkdir(parents=True, exist_ok=True)
-    adapter, root = open_benchmark("emoji")
-    data = adapter.load(root)
+    data = load_benchmark("emoji")
     index = data.index
     test = set(index.classes("test"))
     ids = [i for i, label in zip(index.item_ids.tolist(), index.labels.tolist()) if label in test]

@@ -25,11 +25,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from timing import cpu_model, revision  # noqa: E402
 
-from tcs_fewshot.data.benchmarks import open_benchmark  # noqa: E402
+from tcs_fewshot.data.benchmarks import load_benchmark  # noqa: E402
 from tcs_fewshot.data.tasks import TaskSpec, sample_tasks  # noqa: E402
 from tcs_fewshot.runs.distilled import distilled_student, settings_for  # noqa: E402
 from tcs_fewshot.methods.distill import split_items  # noqa: E402
-from tcs_fewshot.methods.probes import NearestClassMean  # noqa: E402
+from tcs_fewshot.methods.probes import ncm_task_accuracies  # noqa: E402
 from tcs_fewshot.cache.feature_cache import FeatureCache  # noqa: E402
 from tcs_fewshot.models.students import build_student  # noqa: E402
 from tcs_fewshot.models.teachers import load_teacher  # noqa: E402
@@ -66,13 +66,7 @@ def teacher_val_ncm(data, teacher, cache: FeatureCache, tasks) -> tuple[float, f
     """The teacher's NCM (mean %, 95% half-width) on the validation tasks the students are scored on."""
     ids = sorted({str(i) for task in tasks for i in (*task.support_ids, *task.query_ids)})
     features = cache.features(teacher, data, ids)[:, 0]
-    position = {item: row for row, item in enumerate(ids)}
-    accuracies = []
-    for task in tasks:
-        support = features[[position[str(i)] for i in task.support_ids]]
-        query = features[[position[str(i)] for i in task.query_ids]]
-        predicted = NearestClassMean().fit(support, task.support_labels).predict(query).argmax(1)
-        accuracies.append(100 * float((predicted == task.query_labels).mean()))
+    accuracies = 100 * ncm_task_accuracies(features, ids, tasks)
     return float(np.mean(accuracies)), 1.96 * float(np.std(accuracies, ddof=1)) / len(accuracies) ** 0.5
 
 
@@ -86,8 +80,7 @@ def main() -> None:
     unknown = [name for name in names if name not in CONFIGS]
     if unknown:
         parser.error(f"unknown configuration {unknown[0]!r}; choose from: {', '.join(CONFIGS)}")
-    adapter, root = open_benchmark("emoji", None, None)
-    data = adapter.load(root, None)
+    data = load_benchmark("emoji")
     teacher, cache = load_teacher("torchvision:mobilenet_v2"), FeatureCache()
     reference = settings_for("ce", {"epochs": args.epochs})
     tasks = sample_tasks(data.index, TaskSpec(split="val", ways=5, shots=reference.val_shots,

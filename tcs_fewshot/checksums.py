@@ -15,6 +15,9 @@ def file_sha256(path: str | os.PathLike) -> str:
     stat = path.stat()
     key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
     if key not in _SHA256:
-        with path.open("rb") as handle:
-            _SHA256[key] = hashlib.file_digest(handle, "sha256").hexdigest()
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:  # 1 MiB at a time (hashlib.file_digest needs Python 3.11)
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _SHA256[key] = digest.hexdigest()
     return _SHA256[key]

@@ -39,3 +39,24 @@ def toy_index():
 @pytest.fixture
 def toy_features(toy_index):
     return make_features(toy_index)
+
+
+def raw_pixel_features(data, ids=None) -> FeatureSet:
+    """Each image of ``data`` (a ``BenchmarkData``) as one float32 row of its RGB pixels; ``ids`` default all items."""
+    ids = data.index.item_ids if ids is None else ids
+    return FeatureSet(ids, np.stack([np.asarray(data.load_image(i), dtype=np.float32).ravel() for i in ids]))
+
+
+@pytest.fixture
+def ncm_on_raw_pixels():
+    """``records(data, tasks, ids=None)``: the evaluator's records of NCM on ``data``'s raw pixels.
+
+    The adapter tests' end-to-end check: a loader that mixed up images and labels would not
+    reach 100% on images of one colour (or stroke pattern) per class.
+    """
+    from tcs_fewshot import NearestClassMean, evaluate
+
+    def records(data, tasks, ids=None):
+        return evaluate(tasks, {"ncm": NearestClassMean()}, inputs=raw_pixel_features(data, ids), measure_memory=False)
+
+    return records

@@ -10,6 +10,14 @@ import numpy as np
 from PIL import Image
 
 
+def class_colour(class_number: int, noise_seed, shape: tuple[int, ...], spread: int = 6) -> np.ndarray:
+    """``shape`` uint8 pixels: one colour per class plus noise in ``[-spread, spread]`` seeded by ``noise_seed``,
+    so raw-pixel NCM tells the classes apart (the adapter tests' images)."""
+    colour = np.random.default_rng(class_number).integers(20, 236, size=3)
+    noise = np.random.default_rng(noise_seed).integers(-spread, spread + 1, size=shape)
+    return (colour + noise).astype(np.uint8)
+
+
 def write_bilevel_png(path: Path, width: int, height: int) -> Path:
     """A black 1-bit greyscale PNG of ``width`` x ``height``, streamed row by row: a 20000 x 10000
     image (200 megapixels) takes a few KB on disk, ~50 ms and no pixel buffer to write."""

@@ -7,12 +7,11 @@ import struct
 import numpy as np
 import pytest
 
+from image_files import class_colour
+
 from tcs_fewshot import (
-    FeatureSet,
-    NearestClassMean,
     TaskSpec,
     TcsFewshotError,
-    evaluate,
     sample_tasks,
 )
 from tcs_fewshot.data.benchmarks import Benchmark
@@ -28,9 +27,7 @@ PER_PART = {"train": 3, "test": 2}
 
 def pixels(label: int, part: str, item: int) -> np.ndarray:
     """``(32, 32, 3)`` uint8: one colour per class plus noise."""
-    colour = np.random.default_rng(label).integers(20, 236, size=3)
-    noise = np.random.default_rng([label, item, len(part)]).integers(-6, 7, size=(32, 32, 3))
-    return (colour + noise).astype(np.uint8)
+    return class_colour(label, [label, item, len(part)], (32, 32, 3))
 
 
 class Py2Pickler(pickle._Pickler):
@@ -144,11 +141,9 @@ def test_missing_class_empty_class_and_corrupt_file_are_named(tmp_path):
     assert len(problems) == 1 and f"'{train}' is not a readable data pickle" in problems[0]
 
 
-def test_tasks_run_through_the_evaluator_on_raw_pixels(root):
+def test_tasks_run_through_the_evaluator_on_raw_pixels(root, ncm_on_raw_pixels):
     data = FC100().load(root)
-    ids = data.index.item_ids
-    features = FeatureSet(ids, np.stack([np.asarray(data.load_image(i), dtype=np.float32).ravel() for i in ids]))
     tasks = sample_tasks(data.index, TaskSpec(split="test", ways=5, shots=1, queries=4, seed=0), 6)
-    records = evaluate(tasks, {"ncm": NearestClassMean()}, inputs=features, measure_memory=False)
+    records = ncm_on_raw_pixels(data, tasks)
     assert len(records) == 6 and records["failure"].isna().all() and (records["n_query"] == 20).all()
     assert (records["accuracy"] == 1.0).all(), "one colour per class: images must match their labels"

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from image_files import class_colour
+
 from tcs_fewshot import (
-    FeatureSet,
-    NearestClassMean,
     TaskSpec,
     TcsFewshotError,
-    evaluate,
     sample_tasks,
 )
 from tcs_fewshot.data.benchmarks import Benchmark
@@ -22,9 +21,7 @@ N_CLASSES, PER_CLASS, SIZE = 10, 4, (12, 10)  # SIZE is (width, height) in pixel
 
 def class_image(class_number: int, item: int) -> Image.Image:
     """A solid colour per class plus a little per-image noise: classes separable on raw pixels."""
-    colour = np.random.default_rng(class_number).integers(20, 236, size=3)
-    noise = np.random.default_rng(1000 * class_number + item).integers(-8, 9, size=(SIZE[1], SIZE[0], 3))
-    return Image.fromarray((colour + noise).astype(np.uint8))
+    return Image.fromarray(class_colour(class_number, 1000 * class_number + item, (SIZE[1], SIZE[0], 3), spread=8))
 
 
 @pytest.fixture
@@ -156,12 +153,10 @@ def test_check_good_and_bad_input(tree, tmp_path):
     assert "class_empty" not in ImageFolderBenchmark(tree).load().index.all_classes()
 
 
-def test_tasks_run_through_the_evaluator_on_raw_pixels(tree):
+def test_tasks_run_through_the_evaluator_on_raw_pixels(tree, ncm_on_raw_pixels):
     data = ImageFolderBenchmark(tree).load()
-    ids = data.index.item_ids
-    features = FeatureSet(ids, np.stack([np.asarray(data.load_image(i), dtype=np.float32).ravel() for i in ids]))
     tasks = sample_tasks(data.index, TaskSpec(split="train", ways=5, shots=1, queries=3, seed=0), 4)
-    records = evaluate(tasks, {"ncm": NearestClassMean()}, inputs=features, measure_memory=False)
+    records = ncm_on_raw_pixels(data, tasks)
     assert len(records) == 4 and records["failure"].isna().all()
     assert (records["n_query"] == 15).all()
     # One colour per class: a loader that mixed up images and labels would not reach 100%.

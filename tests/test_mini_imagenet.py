@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from image_files import class_colour
+
 from tcs_fewshot import (
-    FeatureSet,
-    NearestClassMean,
     TaskSpec,
     TcsFewshotError,
-    evaluate,
     sample_tasks,
 )
 from tcs_fewshot.data.benchmarks import Benchmark
@@ -28,9 +27,7 @@ PICKLE_NAMES = {"train": "train", "val": "validation", "test": "test"}
 
 def pixels(class_number: int, item: int) -> np.ndarray:
     """``(84, 84, 3)`` uint8: one colour per class plus noise, so raw-pixel NCM separates classes."""
-    colour = np.random.default_rng(class_number).integers(20, 236, size=3)
-    noise = np.random.default_rng(10_000 + 100 * class_number + item).integers(-6, 7, size=(SIDE, SIDE, 3))
-    return (colour + noise).astype(np.uint8)
+    return class_colour(class_number, 10_000 + 100 * class_number + item, (SIDE, SIDE, 3))
 
 
 def numbered_classes():
@@ -173,11 +170,9 @@ def test_unknown_scheme_is_an_error(tmp_path):
         MiniImageNet().load(write_pickle_layout(tmp_path / "mini"), scheme="vinyals")
 
 
-def test_tasks_run_through_the_evaluator_on_raw_pixels(tmp_path):
+def test_tasks_run_through_the_evaluator_on_raw_pixels(tmp_path, ncm_on_raw_pixels):
     data = MiniImageNet().load(write_pickle_layout(tmp_path / "mini"))
-    ids = data.index.item_ids
-    features = FeatureSet(ids, np.stack([np.asarray(data.load_image(i), dtype=np.float32).ravel() for i in ids]))
     tasks = sample_tasks(data.index, TaskSpec(split="test", ways=5, shots=1, queries=2, seed=0), 5)
-    records = evaluate(tasks, {"ncm": NearestClassMean()}, inputs=features, measure_memory=False)
+    records = ncm_on_raw_pixels(data, tasks)
     assert len(records) == 5 and records["failure"].isna().all() and (records["n_query"] == 10).all()
     assert (records["accuracy"] == 1.0).all(), "one colour per class: images must match their labels"

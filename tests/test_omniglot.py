@@ -7,11 +7,8 @@ import pytest
 from PIL import Image
 
 from tcs_fewshot import (
-    FeatureSet,
-    NearestClassMean,
     TaskSpec,
     TcsFewshotError,
-    evaluate,
     sample_tasks,
 )
 from tcs_fewshot.data.benchmarks import Benchmark
@@ -125,12 +122,11 @@ def test_missing_class_empty_class_corrupt_image_and_wrong_part(root):
         Omniglot().load(root)
 
 
-def test_tasks_run_through_the_evaluator_on_raw_pixels(pristine):
+def test_tasks_run_through_the_evaluator_on_raw_pixels(pristine, ncm_on_raw_pixels):
     data = Omniglot().load(pristine, scheme="vinyals")
     tasks = sample_tasks(data.index, TaskSpec(split="test", ways=5, shots=1, queries=1, seed=0), 5)
     # Features of the drawn items only: all 3246 images as 33075-d rows would take 430 MB.
     ids = sorted({i for task in tasks for i in [*task.support_ids, *task.query_ids]})
-    features = FeatureSet(ids, np.stack([np.asarray(data.load_image(i), dtype=np.float32).ravel() for i in ids]))
-    records = evaluate(tasks, {"ncm": NearestClassMean()}, inputs=features, measure_memory=False)
+    records = ncm_on_raw_pixels(data, tasks, ids)
     assert len(records) == 5 and records["failure"].isna().all() and (records["n_query"] == 5).all()
     assert (records["accuracy"] == 1.0).all(), "one stroke pattern per character: images must match their labels"

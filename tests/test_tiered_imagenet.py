@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from image_files import class_colour
+
 from tcs_fewshot import (
-    FeatureSet,
-    NearestClassMean,
     TaskSpec,
     TcsFewshotError,
-    evaluate,
     sample_tasks,
 )
 from tcs_fewshot.data.benchmarks import Benchmark
@@ -27,9 +26,7 @@ CLASSES = [(number, split, wnid) for number, (split, wnid) in enumerate(
 
 def image(class_number: int, item: int) -> Image.Image:
     """One colour per class (plus noise), so raw-pixel NCM can tell the classes apart."""
-    colour = np.random.default_rng(class_number).integers(20, 236, size=3)
-    noise = np.random.default_rng(50_000 + 10 * class_number + item).integers(-6, 7, size=(SIZE[1], SIZE[0], 3))
-    return Image.fromarray((colour + noise).astype(np.uint8))
+    return Image.fromarray(class_colour(class_number, 50_000 + 10 * class_number + item, (SIZE[1], SIZE[0], 3)))
 
 
 def write_tree(root, split_folders=True):
@@ -127,11 +124,9 @@ def test_missing_class_empty_class_corrupt_image_and_missing_split(tmp_path):
         TieredImageNet().load(root)
 
 
-def test_tasks_run_through_the_evaluator_on_raw_pixels(tmp_path):
+def test_tasks_run_through_the_evaluator_on_raw_pixels(tmp_path, ncm_on_raw_pixels):
     data = TieredImageNet().load(write_tree(tmp_path / "tiered", split_folders=False))
-    ids = data.index.item_ids
-    features = FeatureSet(ids, np.stack([np.asarray(data.load_image(i), dtype=np.float32).ravel() for i in ids]))
     tasks = sample_tasks(data.index, TaskSpec(split="test", ways=5, shots=1, queries=1, seed=0), 5)
-    records = evaluate(tasks, {"ncm": NearestClassMean()}, inputs=features, measure_memory=False)
+    records = ncm_on_raw_pixels(data, tasks)
     assert len(records) == 5 and records["failure"].isna().all() and (records["n_query"] == 5).all()
     assert (records["accuracy"] == 1.0).all(), "one colour per class: images must match their labels"

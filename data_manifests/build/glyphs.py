@@ -18,7 +18,7 @@ import unicodedata
 from collections import defaultdict
 from pathlib import Path
 
-from tcs_fewshot.data.benchmarks.base import sha256_file
+from tcs_fewshot.checksums import file_sha256
 from tcs_fewshot.data.benchmarks.glyphs_render import (
     DEFAULT_RENDERINGS,
     REFERENCE,
@@ -91,7 +91,7 @@ def font_entries() -> tuple[list[dict], dict]:
     paths = locate_fonts(fonts)
     for font in fonts:
         metadata = importlib.metadata.metadata(font["package"])
-        font.update(sha256=sha256_file(paths[font["file"]]), axes=list(axis_tags(paths[font["file"]])),
+        font.update(sha256=file_sha256(paths[font["file"]]), axes=list(axis_tags(paths[font["file"]])),
                     licence=metadata.get("License-Expression") or metadata.get("License") or "")
     return fonts, paths
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import re
 import sys
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tcs_fewshot.checksums import file_sha256
 from tcs_fewshot.data.manifests import FORMAT, VERSION, manifest_checksum
 from tcs_fewshot.errors import TcsFewshotError
 
@@ -141,7 +141,7 @@ class Sources:
             entries.append({
                 "file": name, "repository": repository, "commit": commit, "path": source_path,
                 "licence": licence, "kind": self.files[name][0],
-                "sha256": hashlib.sha256(self.path(name).read_bytes()).hexdigest(),
+                "sha256": file_sha256(self.path(name)),
             })
         return entries
 

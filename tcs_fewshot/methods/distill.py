@@ -41,7 +41,7 @@ from tcs_fewshot.methods.distributed import (
     sum_over_processes,
 )
 from tcs_fewshot.methods.kd import teacher_probe_logits
-from tcs_fewshot.methods.probes import NearestClassMean
+from tcs_fewshot.methods.probes import ncm_task_accuracies
 from tcs_fewshot.methods.student_context import split_student
 from tcs_fewshot.cache.feature_cache import FeatureCache
 from tcs_fewshot.models.students import Student, student_resize
@@ -385,7 +385,6 @@ def _validation(data: BenchmarkData, student: Student, settings: DistillSettings
                               "set val_tasks = 0 to turn validation off") from None
     ids = sorted({str(i) for task in tasks for i in (*task.support_ids, *task.query_ids)})
     images = view_tensors(data, student, np.array(ids), [0])[:, 0]
-    position = {item: row for row, item in enumerate(ids)}
     mean, std = torch.tensor(student.mean).view(1, 3, 1, 1), torch.tensor(student.std).view(1, 3, 1, 1)
 
     def score(model: nn.Module) -> float:
@@ -397,12 +396,6 @@ def _validation(data: BenchmarkData, student: Student, settings: DistillSettings
                                   for s in range(0, len(images), 128)])
         model.train(was_training)
         features = F.normalize(features, dim=1).numpy()
-        accuracies = []
-        for task in tasks:
-            support = features[[position[str(i)] for i in task.support_ids]]
-            query = features[[position[str(i)] for i in task.query_ids]]
-            predicted = NearestClassMean().fit(support, task.support_labels).predict(query).argmax(1)
-            accuracies.append(float((predicted == task.query_labels).mean()))
-        return 100 * float(np.mean(accuracies))
+        return 100 * float(np.mean(ncm_task_accuracies(features, ids, tasks)))
 
     return score

@@ -6,6 +6,8 @@ labels ``(n,)`` in ``0..n_way-1``; ``predict`` returns ``(n_query, n_way)`` scor
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
@@ -43,6 +45,22 @@ class NearestClassMean:
             + (self.means_**2).sum(axis=1)
         )
         return -squared
+
+
+def ncm_task_accuracies(features: np.ndarray, ids: Sequence[str], tasks: Iterable) -> np.ndarray:
+    """``(n_tasks,)`` accuracy (fraction) of :class:`NearestClassMean` on each task.
+
+    ``features`` is ``(len(ids), dim)``, row ``r`` the item ``ids[r]``; a task (``Task``) names its
+    support and query items by id.
+    """
+    position = {item: row for row, item in enumerate(ids)}
+    accuracies = []
+    for task in tasks:
+        support = features[[position[str(i)] for i in task.support_ids]]
+        query = features[[position[str(i)] for i in task.query_ids]]
+        predicted = NearestClassMean().fit(support, task.support_labels).predict(query).argmax(1)
+        accuracies.append(float((predicted == task.query_labels).mean()))
+    return np.array(accuracies)
 
 
 class SimpleShot(NearestClassMean):

@@ -29,7 +29,6 @@ the overlay timm's data config still says 518 px, which this model rejects.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import io
 import os
@@ -41,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tcs_fewshot.checksums import file_sha256
 from tcs_fewshot.data.benchmarks.base import data_home
 from tcs_fewshot.errors import TcsFewshotError
 
@@ -204,7 +204,7 @@ def import_onnx_vit(onnx_path: Path | None = None, out: Path | None = None, veri
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(partial, out)  # a crash leaves the old file or the new one, never half of one
-    digests = [hashlib.sha256(path.read_bytes()).hexdigest() for path in (out, onnx_path)]
+    digests = [file_sha256(path) for path in (out, onnx_path)]
     return ImportReport(out, digests[0], cosine, side, len(state), digests[1], not_backbone)
 
 

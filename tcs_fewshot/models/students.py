@@ -41,7 +41,7 @@ from torch import nn
 from tcs_fewshot.defaults import DEFAULT_STUDENT, DEFAULT_STUDENT_IMAGE_SIZE  # noqa: F401 (re-exported)
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.models.student_backbones import SOURCES, pretrained_backbone, scratch_backbone
-from tcs_fewshot.models.teachers import file_sha256
+from tcs_fewshot.checksums import file_sha256
 
 DEFAULT_IMAGE_SIZE = 84  # px; the few-shot convention, and CPU-sized (see ENVIRONMENT.md)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

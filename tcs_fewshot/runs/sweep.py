@@ -11,14 +11,15 @@ directory itself. Re-running a sweep resumes every setting.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from tcs_fewshot.runs.config import config_values, load_config_file, save_config
+from tcs_fewshot.runs.config import config_values, effective_config, load_config_file, run_config, save_config
 from tcs_fewshot.data.tasks import TaskSampler, TaskSpec
 from tcs_fewshot.errors import RunDirectoryError, TcsFewshotError
-from tcs_fewshot.runs.executors import Executor
+from tcs_fewshot.runs.executors import Executor, make_executor
 from tcs_fewshot.runs.run_tables import write_run_tables
 from tcs_fewshot.runs.experiment import (
     RunConfig,
@@ -173,6 +174,34 @@ def run_sweep(
         if on_result is not None:
             on_result(setting, result)
     return results
+
+
+def run_configured(
+    given: Mapping[str, Any],
+    config_file: str | os.PathLike | None = None,
+    *,
+    executor: tuple[str, str | None, int | None] = ("local", None, None),
+    on_result: Callable[[RunConfig, RunResult], None] | None = None,
+    on_setting: Callable[[RunConfig, RunResult], None] | None = None,
+) -> list[RunResult]:
+    """What ``tcs-fewshot run`` does: ``given`` values over ``config_file``'s over the defaults, then
+    one run or a sweep (:func:`run_sweep`).
+
+    Args:
+        given: Config keys set explicitly (the command line's options), e.g. ``{"shots": (1, 5)}``.
+        config_file: A TOML file of the same keys (a saved ``config.toml`` resumes its run).
+        executor: ``(name, address, chunk_size)`` of :func:`make_executor`.
+        on_result: Called after a single setting (a plain run) with its config and result.
+        on_setting: Called after each setting of a sweep instead.
+    """
+    from_file = load_config_file(config_file) if config_file else {}
+    values = effective_config(from_file, given, source=f"config file '{config_file}'")
+    executor_used = make_executor(*executor)
+    single = len(values["shots"]) * len(values["ways"]) == 1
+    return run_sweep(run_config(values), shots=values["shots"], ways=values["ways"], out=values["out"],
+                     progress=not values["no_progress"], fail_fast=values["fail_fast"],
+                     on_result=on_result if single else on_setting, executor=executor_used,
+                     skip_check=values["skip_check"])
 
 
 def _save_configs(setting: RunConfig, run_dir: Path, parent: Path | None, shots: tuple[int, ...],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from importlib import import_module
 from pathlib import Path
@@ -98,9 +97,7 @@ def load_benchmark(
     split_file: str | os.PathLike | None = None, images: ImageOptions | None = None,
 ) -> BenchmarkData:
     """The data of benchmark ``name``, its image files decoded by ``images`` (default :class:`ImageOptions`)."""
-    adapter, root = open_benchmark(name, root, split_file)
-    data = adapter.load(root, scheme)
-    return data if images is None else data.with_images(images)
+    return open_and_load(name, root, scheme, split_file, images)[0]
 
 
 def usable_check(name: str, root: str | os.PathLike | None = None,
@@ -117,9 +114,30 @@ def usable_check(name: str, root: str | os.PathLike | None = None,
         TcsFewshotError: one line naming the first problem and the fixes.
     """
     adapter, resolved = open_benchmark(name, root, split_file)
-    # Only adapters whose schemes live in different places (emoji's all-styles build) take one.
-    by_scheme = {"scheme": scheme} if scheme and "scheme" in inspect.signature(adapter.check).parameters else {}
-    report = adapter.check(resolved, verify_images=False, **by_scheme)
+    return _usable(adapter, resolved, name, root, scheme)
+
+
+def open_and_load(
+    name: str, root: str | os.PathLike | None = None, scheme: str | None = None,
+    split_file: str | os.PathLike | None = None, images: ImageOptions | None = None, check: bool = False,
+) -> tuple[BenchmarkData, dict]:
+    """Open benchmark ``name`` once: check it as :func:`usable_check` does (with ``check``), then load it.
+
+    One adapter serves both, so what they share (emoji's catalog and styles) is read once.
+
+    Returns:
+        The data (image files decoded by ``images``, default :class:`ImageOptions`), and the
+        check's record for the manifest (``{"skipped": True}`` without ``check``).
+    """
+    adapter, resolved = open_benchmark(name, root, split_file)
+    checked = _usable(adapter, resolved, name, root, scheme) if check else {"skipped": True}
+    data = adapter.load(resolved, scheme)
+    return (data if images is None else data.with_images(images)), checked
+
+
+def _usable(adapter: Benchmark, resolved: Path, name: str, root: str | os.PathLike | None, scheme: str | None) -> dict:
+    """:func:`usable_check` on an opened adapter; ``root`` is what the user gave (for the fix)."""
+    report = adapter.check(resolved, verify_images=False, scheme=scheme)
     if not report.ok:
         more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
         where = f" --root {root}" if root is not None else ""
@@ -132,5 +150,5 @@ def usable_check(name: str, root: str | os.PathLike | None = None,
 
 
 __all__ = ["ADAPTERS", "Benchmark", "BenchmarkData", "CheckReport", "benchmark_table", "check_benchmark",
-            "data_home", "default_root", "get_benchmark", "load_benchmark", "open_benchmark",
+            "data_home", "default_root", "get_benchmark", "load_benchmark", "open_and_load", "open_benchmark",
             "usable_check"]

@@ -8,7 +8,6 @@ from the model that consumes them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -116,9 +115,14 @@ class Benchmark(Protocol):
     description: str
     source: str
 
-    def check(self, root: Path | None, images: ImageOptions | None = None, verify_images: bool = True) -> CheckReport:
+    def check(self, root: Path | None, images: ImageOptions | None = None, verify_images: bool = True,
+              scheme: str | None = None) -> CheckReport:
         """Verify layout, counts against the manifest, and (``verify_images``: slow on large
-        datasets) that every image decodes by ``images``."""
+        datasets) that every image decodes by ``images``.
+
+        ``scheme`` (default: the first) matters only where schemes live in different places
+        (emoji's all-styles build); adapters whose schemes split the same files ignore it.
+        """
 
     def load(self, root: Path | None, scheme: str | None = None) -> BenchmarkData:
         """The data of ``scheme`` (default: the first); raises TcsFewshotError if unusable.
@@ -208,13 +212,4 @@ def compare_counts(found: dict[str, int], manifest: dict[str, Any], report: Chec
     if expected.get("images") and total != expected["images"] and not missing:
         report.problems.append(f"found {total} images of the manifest's classes, expected {expected['images']}")
     report.facts.update(classes=len([c for c in expected_classes if c in found]), images=total)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes, read 1 MiB at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 

@@ -104,8 +104,12 @@ class CUB:
     description = "CUB-200-2011 birds, 200 classes, 11,788 images; chen 100/50/50, metadataset 140/30/30, official"
     source = SOURCE
 
-    def check(self, root: str | os.PathLike, images: ImageOptions | None = None, verify_images: bool = True) -> CheckReport:
-        """Text files, class folders and counts against the manifest, listed images present (and decodable by ``images``)."""
+    def check(self, root: str | os.PathLike, images: ImageOptions | None = None, verify_images: bool = True,
+              scheme: str | None = None) -> CheckReport:
+        """Text files, class folders and counts against the manifest, listed images present (and decodable by ``images``).
+
+        Every scheme splits the same files, so ``scheme`` does not change what is checked.
+        """
         report = CheckReport(self.name, Path(root).expanduser())
         return check_found(report, lambda: _scan(report.root)[0], load_manifest(self.name, "official"), SOURCE, images,
                            verify_images)

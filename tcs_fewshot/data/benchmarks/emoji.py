@@ -93,9 +93,19 @@ class Emoji:
         self.max_subgroups, self.max_emoji = max_subgroups, max_emoji
         self.min_instances, self.reserved_shots, self.progress = min_instances, reserved_shots, progress
         self.source_overrides = sources
+        self._prepared: dict[tuple[Path | None, str], tuple[Path, dict, dict[str, list[str]], list]] = {}
 
     def _prepare(self, root: Path | None, scheme: str) -> tuple[Path, dict, dict[str, list[str]], list]:
-        """(root, manifest with the scheme's splits, catalog subgroup -> keys, styles); raises if packages are missing."""
+        """(root, manifest with the scheme's splits, catalog subgroup -> keys, styles); raises if packages are missing.
+
+        Done once per adapter, root and scheme: a run's check and load read the packages once.
+        """
+        key = (None if root is None else Path(root), scheme)
+        if key not in self._prepared:
+            self._prepared[key] = self._find(root, scheme)
+        return self._prepared[key]
+
+    def _find(self, root: Path | None, scheme: str) -> tuple[Path, dict, dict[str, list[str]], list]:
         if scheme not in self.schemes:
             raise TcsFewshotError(f"benchmark 'emoji' has no split scheme '{scheme}'; choose: {', '.join(self.schemes)}")
         sources = Sources.find(data_home(), **self.source_overrides)

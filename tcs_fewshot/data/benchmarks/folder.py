@@ -153,8 +153,11 @@ class ImageFolderBenchmark:
         return splits, {"rule": "split file", "file": str(path), "sha256": hashlib.sha256(raw).hexdigest()}
 
     def check(self, root: str | os.PathLike | None = None, images: ImageOptions | None = None,
-              verify_images: bool = True) -> CheckReport:
-        """Layout, CSV rows, empty classes, (``verify_images``) every image decoded by ``images``, and the split."""
+              verify_images: bool = True, scheme: str | None = None) -> CheckReport:
+        """Layout, CSV rows, empty classes, (``verify_images``) every image decoded by ``images``, and the split.
+
+        ``scheme`` does not apply: a folder has one (its split file or the seeded rule).
+        """
         root = self.root if root is None else Path(root).expanduser()
         report = CheckReport(self.name, root)
         try:

@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from tcs_fewshot.checksums import file_sha256
 from tcs_fewshot.data.benchmarks.base import (
     BenchmarkData,
     CheckReport,
     data_home,
-    sha256_file,
 )
 from tcs_fewshot.data.benchmarks.cache_build import unwritable
 from tcs_fewshot.data.benchmarks.glyphs_build import build_images, read_build
@@ -117,7 +117,7 @@ class Glyphs:
             paths = locate_fonts(manifest["provenance"], self.font_dir)
         except TcsFewshotError:
             return manifest["provenance"], None
-        return [{**font, "sha256": sha256_file(paths[font["file"]])} for font in manifest["provenance"]], paths
+        return [{**font, "sha256": file_sha256(paths[font["file"]])} for font in manifest["provenance"]], paths
 
     def build_dir(self, root: Path, manifest: dict[str, Any], fonts: list[dict[str, Any]] | None = None) -> Path:
         """``root/<size>px-<renderings>r-<key>``: ``key`` hashes everything that changes the images.
@@ -131,11 +131,12 @@ class Glyphs:
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
         return Path(root).expanduser() / f"{self.image_size}px-{self.renderings}r-{key}"
 
-    def check(self, root: str | os.PathLike | None = None, images: object = None, verify_images: bool = True) -> CheckReport:
+    def check(self, root: str | os.PathLike | None = None, images: object = None, verify_images: bool = True,
+              scheme: str | None = None) -> CheckReport:
         """Usable when built intact under ``root``, or when the fonts are installed and ``root`` is writable.
 
-        ``images`` (image options) and ``verify_images`` do not apply: renderings are held as arrays
-        and the build's own record is what is checked.
+        ``images`` (image options), ``verify_images`` and ``scheme`` do not apply: renderings are held
+        as arrays, the build's own record is what is checked, and every scheme uses that build.
         """
         root = Path(root) if root is not None else data_home() / "glyphs"
         report = CheckReport(self.name, root)

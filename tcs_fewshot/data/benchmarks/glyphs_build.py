@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tcs_fewshot.data.benchmarks.base import sha256_file
+from tcs_fewshot.checksums import file_sha256
 from tcs_fewshot.data.benchmarks.cache_build import BUILD_FILE, building, progress_bar
 from tcs_fewshot.data.benchmarks.glyphs_render import GlyphRenderer, script_faces
 
@@ -74,7 +74,7 @@ def build_images(
         np.save(temporary / "images.npy", images, allow_pickle=False)
         (temporary / "items.txt").write_text("\n".join(item_ids) + "\n", encoding="utf-8")
         # The file's sha256 lets read_build() find a damaged cache without parsing it.
-        build["images_file_sha256"] = sha256_file(temporary / "images.npy")
+        build["images_file_sha256"] = file_sha256(temporary / "images.npy")
         (temporary / BUILD_FILE).write_text(json.dumps(build, indent=1) + "\n", encoding="utf-8")
 
 
@@ -87,7 +87,7 @@ def read_build(directory: Path, fonts: Sequence[Mapping[str, str]]) -> tuple[dic
         return None, None
     try:
         build = json.loads((directory / BUILD_FILE).read_text(encoding="utf-8"))
-        if sha256_file(directory / "images.npy") != build["images_file_sha256"]:
+        if file_sha256(directory / "images.npy") != build["images_file_sha256"]:
             return None, "images.npy differs from build.json"
         if len((directory / "items.txt").read_text(encoding="utf-8").split()) != build["counts"]["images"]:
             return None, "items.txt does not list the images of build.json"

@@ -217,8 +217,12 @@ class ScannedBenchmark:
     def scan(self, root: Path) -> Found:
         raise NotImplementedError
 
-    def check(self, root: str | os.PathLike, images: ImageOptions | None = None, verify_images: bool = True) -> CheckReport:
-        """Layout and counts against the default scheme's manifest, and (``verify_images``) every image decoded by ``images``."""
+    def check(self, root: str | os.PathLike, images: ImageOptions | None = None, verify_images: bool = True,
+              scheme: str | None = None) -> CheckReport:
+        """Layout and counts against the default scheme's manifest, and (``verify_images``) every image decoded by ``images``.
+
+        Every scheme splits the same files, so ``scheme`` does not change what is checked.
+        """
         root = Path(root).expanduser()
         manifest = load_manifest(self.name, self.schemes[0])
         return check_found(CheckReport(self.name, root), lambda: self.scan(root), manifest, self.source, images,
