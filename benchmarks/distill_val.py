@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    rev = revision()  # the code that runs, not the checkout's state when the file is written
     names = args.only.split(",") if args.only else list(CONFIGS)
     unknown = [name for name in names if name not in CONFIGS]
     if unknown:
@@ -105,7 +106,7 @@ def main() -> None:
     command = "python benchmarks/distill_val.py" + (f" --only '{args.only}'" if args.only else "") + f" --epochs {args.epochs}"
     text = "\n".join([
         "# Base-split distillation chosen on the emoji validation split", "",
-        f"Revision {revision()}; machine: {cpu_model()}, {torch.get_num_threads()} torch threads (cores shared with other jobs).",
+        f"Revision {rev}; machine: {cpu_model()}, {torch.get_num_threads()} torch threads (cores shared with other jobs).",
         f"Command: `{command}{' --out ' + str(args.out) if args.out else ''}`", "",
         f"Every row: the default student (ImageNet MobileNetV2, 64 px) distilled on the train split's "
         f"{len(split_items(data, 'train')[0]):,} images "
