@@ -12,7 +12,7 @@ from tcs_fewshot.data.tasks import TaskSpec, sample_tasks
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.runs.evaluator import evaluate
 from tcs_fewshot.runs.method_setup import StudentOptions, build_methods
-from tcs_fewshot.methods.registry import STUDENT_METHODS
+from tcs_fewshot.methods.registry import IMAGES, method_names
 from tcs_fewshot.methods.distill import DistillSettings, distill
 from tcs_fewshot.methods.student_context import StudentContext
 from tcs_fewshot.methods.tcs import TCS
@@ -36,7 +36,7 @@ def setup(tmp_path_factory):
 def test_every_student_method_gives_valid_records_and_counts_teacher_passes(setup):
     data, teacher, cache = setup
     tasks = sample_tasks(data.index, SPEC, 2)
-    names = ["ncm", "pixel-ncm", *STUDENT_METHODS]
+    names = ["ncm", "pixel-ncm", *method_names(IMAGES)]
     train_ids = data.index.item_ids[:12]
     unrelated = lambda: cache.features(teacher, data, train_ids, views=[0])[:, 0]
     options = StudentOptions("conv4-16", views=1, training={"steps": 15}, options={"tcs": {"components": 4}})
