@@ -29,7 +29,7 @@ from tcs_fewshot.methods.finetune import FineTune, StudentNCM
 from tcs_fewshot.methods.kd import LSHL2, FitNets, LogitKD
 from tcs_fewshot.methods.probes import LogisticRegressionProbe, NearestClassMean, SimpleShot
 from tcs_fewshot.methods.student_context import StudentContext
-from tcs_fewshot.methods.student_training import TrainingSettings
+from tcs_fewshot.methods.student_training import StudentMethod, TrainingSettings
 from tcs_fewshot.methods.tcs import TCS
 
 FEATURES = "features"  # the teacher's cached features
@@ -180,11 +180,14 @@ def descriptions() -> dict[str, str]:
 
 
 def build_method(name: str, inputs: MethodInputs) -> Any:
-    """A fresh method by registry name; a bad option is a one-line error naming it."""
+    """A fresh method by registry name; a bad option (name or value) is a one-line error naming it, before any task."""
     try:
-        return entry(name).build(inputs)
+        method = entry(name).build(inputs)
     except TypeError as error:
         raise TcsFewshotError(f"bad option for method '{name}': {error}") from None
+    if isinstance(method, StudentMethod):
+        method.validate()  # fit validates too; a run refuses bad values now, not as a failure per task
+    return method
 
 
 def build_probe(name: str, base_mean: np.ndarray | None = None) -> Any:

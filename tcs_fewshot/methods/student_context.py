@@ -92,6 +92,12 @@ class StudentContext:
             raise TcsFewshotError(f"views must be >= 0 (augmented views per image); got {self.views}")
         self._transform = student_transform(self.student)
 
+    def __deepcopy__(self, memo: dict) -> StudentContext:
+        # One context serves every method of a run (its memo is the point, and it holds the
+        # teacher and the cache): sklearn.base.clone deep-copies parameters, and a cloned
+        # method must share the context, not copy it.
+        return self
+
     def view_ids(self, with_augmented: bool = True) -> list[int]:
         return list(range(self.views + 1)) if with_augmented else [0]
 

@@ -9,8 +9,8 @@ Nothing here touches a run directory: the evaluator alone stores rows.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,25 @@ def task_index_of(item: Task | Episode) -> int:
     return item.task_index if isinstance(item, Episode) else item.index
 
 
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``count`` torch threads (what a method's ``fit_threads()`` asks for), then restore.
+
+    The runner sets the process-wide count, not the method: ``None`` leaves it as it is.
+    """
+    if count is None:
+        yield
+        return
+    import torch  # only here: the evaluator itself runs without torch (features-only runs)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def run_method(method: Any, episode: Episode, measure_memory: bool) -> dict[str, Any]:
     """Fit and predict one method on one episode; a failure is returned as a row, never raised.
 
@@ -79,7 +98,10 @@ def run_method(method: Any, episode: Episode, measure_memory: bool) -> dict[str,
         # a /proc read every 2 ms.
         with PeakMemory() if measure_memory else nullcontext() as peak:
             started = time.perf_counter()
-            method.fit(episode.support_inputs, episode.support_labels)
+            # A transductive method also fits on the queries' inputs (never their labels).
+            unlabelled = {"unlabelled": episode.query_inputs} if getattr(method, "transductive", False) else {}
+            with torch_threads(method.fit_threads() if hasattr(method, "fit_threads") else None):
+                method.fit(episode.support_inputs, episode.support_labels, **unlabelled)
             fitted = time.perf_counter()
             predictions = method.predict(episode.query_inputs)
             predicted = time.perf_counter()
