@@ -21,7 +21,6 @@ from torch import nn
 
 from tcs_fewshot.methods.closed_form import ridge_projector, teacher_probe_logits
 from tcs_fewshot.methods.coordinates import lsh_codes, random_planes
-from tcs_fewshot.methods.student_context import StudentContext
 from tcs_fewshot.methods.student_training import (
     StudentMethod,
     TaskBatch,
@@ -34,9 +33,9 @@ from tcs_fewshot.models.views import view_image
 class LogitKD(StudentMethod):
     """Logit distillation from the teacher's support-set probe (see the module docstring)."""
 
-    def __init__(self, context: StudentContext, training: TrainingSettings | None = None, *, temperature: float = 4.0,
+    def __init__(self, training: TrainingSettings | None = None, *, temperature: float = 4.0,
                  teacher_scale: float = 10.0, kd_weight: float = 1.0, ce_weight: float = 1.0, online: bool = False) -> None:
-        super().__init__(context, training)
+        super().__init__(training)
         self.temperature, self.teacher_scale, self.kd_weight, self.ce_weight = temperature, teacher_scale, kd_weight, ce_weight
         self.online = online
 
@@ -47,7 +46,7 @@ class LogitKD(StudentMethod):
 
     def task_batch(self, support_ids: np.ndarray, support_labels: np.ndarray,
                    unlabelled_ids: np.ndarray | None = None) -> TaskBatch:
-        self.views_ = self.context.view_ids(self.settings.augmented_views)
+        self.views_ = self.context_.view_ids(self.settings.augmented_views)
         self.support_ids_ = support_ids
         return super().task_batch(support_ids, support_labels)
 
@@ -58,11 +57,11 @@ class LogitKD(StudentMethod):
     def _online_teacher(self, batch: TaskBatch, rows: torch.Tensor) -> torch.Tensor:
         """Teacher logits of ``rows`` from a fresh teacher forward pass over their images."""
         n_views = len(self.views_)
-        teacher = self.context.teacher
+        teacher = self.context_.teacher
         images = []
         for row in rows.tolist():
             item_id, view = str(self.support_ids_[row // n_views]), self.views_[row % n_views]
-            images.append(teacher.transform(view_image(self.context.data.load_image(item_id), item_id, view)))
+            images.append(teacher.transform(view_image(self.context_.data.load_image(item_id), item_id, view)))
         parameter = next(teacher.model.parameters())
         with torch.inference_mode():
             features = teacher.model(torch.stack(images).to(parameter.device, parameter.dtype)).float()
@@ -92,9 +91,9 @@ class FitNetsHead(nn.Module):
 class FitNets(StudentMethod):
     """Feature KD: a linear regressor to the raw ``(D,)`` teacher features, MSE (see the module docstring)."""
 
-    def __init__(self, context: StudentContext, training: TrainingSettings | None = None, *,
+    def __init__(self, training: TrainingSettings | None = None, *,
                  feature_weight: float = 1.0, ce_weight: float = 1.0) -> None:
-        super().__init__(context, training)
+        super().__init__(training)
         self.feature_weight, self.ce_weight = feature_weight, ce_weight
 
     def build_head(self, batch: TaskBatch, features: torch.Tensor) -> nn.Module:
@@ -113,9 +112,9 @@ class FitNets(StudentMethod):
 class LSHL2(FitNets):
     """LSH-L2 (Wang, Ge & Wu 2021): the L2 loss plus the LSH loss on ``hash_bits`` random hyperplanes."""
 
-    def __init__(self, context: StudentContext, training: TrainingSettings | None = None, *, hash_bits: int = 512,
+    def __init__(self, training: TrainingSettings | None = None, *, hash_bits: int = 512,
                  lsh_weight: float = 1.0, feature_weight: float = 1.0, ce_weight: float = 1.0) -> None:
-        super().__init__(context, training, feature_weight=feature_weight, ce_weight=ce_weight)
+        super().__init__(training, feature_weight=feature_weight, ce_weight=ce_weight)
         self.hash_bits, self.lsh_weight = hash_bits, lsh_weight
 
     def build_head(self, batch: TaskBatch, features: torch.Tensor) -> nn.Module:

@@ -5,8 +5,8 @@ Each :class:`MethodEntry` declares what the method consumes and builds the metho
 
 * ``FEATURES``: the teacher's cached features of each image (the probes);
 * ``PIXELS``: raw 16x16 RGB pixels (the sanity baseline: does the teacher know anything here?);
-* ``IMAGES``: item ids; the method reads the images (student views) and the cached teacher views
-  through ``inputs.context`` (a :class:`StudentContext`) and fine-tunes the student per task.
+* ``IMAGES``: :class:`StudentItems`, item ids with the run's :class:`StudentContext` that reads
+  their images (student views) and cached teacher views; the method fine-tunes the student per task.
 
 A new probe is one file (a class with ``fit``/``predict``, nothing to subclass) plus one line
 here, e.g. ``"median-ncm": probe(MedianNCM, "nearest class median")``.
@@ -28,13 +28,12 @@ from tcs_fewshot.methods.distill_objectives import OBJECTIVES
 from tcs_fewshot.methods.finetune import FineTune, StudentNCM
 from tcs_fewshot.methods.kd import LSHL2, FitNets, LogitKD
 from tcs_fewshot.methods.probes import LogisticRegressionProbe, NearestClassMean, SimpleShot
-from tcs_fewshot.methods.student_context import StudentContext
 from tcs_fewshot.methods.student_training import StudentMethod, TrainingSettings
 from tcs_fewshot.methods.tcs import TCS
 
 FEATURES = "features"  # the teacher's cached features
 PIXELS = "pixels"  # raw 16x16 RGB pixels
-IMAGES = "student"  # item ids -> images with the student and teacher views ("student": the name run manifests record)
+IMAGES = "student"  # StudentItems: images with the student and teacher views ("student": the name run manifests record)
 HEADLINE_OBJECTIVE = "tcs"  # students distilled with it are scored as TCS rows (the run states their gap closed)
 
 
@@ -45,7 +44,6 @@ class MethodInputs:
     Attributes:
         base_mean: ``(dim,)`` mean teacher feature of a base split disjoint from the evaluated
             classes, or ``None`` (SimpleShot then centres on the support mean).
-        context: The images, cached teacher views and initial student (``IMAGES`` methods).
         training: The per-task training loop's settings (``IMAGES`` methods).
         options: This method's keyword options (``method_options`` of the run config).
         unrelated_features: Called only by an entry that needs them: ``(M, D)`` teacher features
@@ -53,7 +51,6 @@ class MethodInputs:
     """
 
     base_mean: np.ndarray | None = None
-    context: StudentContext | None = None
     training: TrainingSettings | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     unrelated_features: Callable[[], np.ndarray] | None = None
@@ -93,14 +90,14 @@ def probe(cls: type, description: str) -> MethodEntry:
 
 def student(cls: type, description: str, *, unrelated_basis: bool = False, transductive: bool = False,
             headline: bool = False, **fixed: Any) -> MethodEntry:
-    """An entry for a student method ``cls(context, training, **options, **fixed)``.
+    """An entry for a student method ``cls(training, **options, **fixed)``.
 
     ``unrelated_basis``: the coordinate basis is fitted on ``inputs.unrelated()`` (``pca_features``).
     """
 
     def build(inputs: MethodInputs) -> Any:
         extra = {"pca_features": inputs.unrelated()} if unrelated_basis else {}
-        return cls(inputs.context, inputs.training, **{**inputs.options, **fixed, **extra})
+        return cls(inputs.training, **{**inputs.options, **fixed, **extra})
 
     return MethodEntry(IMAGES, build, description, transductive=transductive, headline=headline)
 

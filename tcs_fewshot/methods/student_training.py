@@ -10,7 +10,6 @@ costs and accuracies are compared on the same loop, the same views and the same 
 from __future__ import annotations
 
 import hashlib
-import inspect
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,7 +20,8 @@ from torch import nn
 
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.methods.closed_form import nearest_mean_layer
-from tcs_fewshot.methods.student_context import StudentContext, trained_blocks
+from tcs_fewshot.methods.estimator import Estimator
+from tcs_fewshot.methods.student_context import StudentItems, trained_blocks
 
 
 @dataclass(frozen=True)
@@ -107,15 +107,30 @@ def task_seed(item_ids: np.ndarray) -> int:
 TEACHER_USES = ("none", "cached-views", "every-batch")
 
 
-class StudentMethod:
+def as_items(items: Any, method: Any) -> StudentItems:
+    """``items`` if they are :class:`StudentItems`, else a one-line error saying how to make them."""
+    if isinstance(items, StudentItems):
+        return items
+    raise TcsFewshotError(f"{type(method).__name__} reads images through a StudentContext: pass context.items(item_ids), "
+                          f"not a {type(items).__name__}")
+
+
+def check_device(settings: TrainingSettings, device: str) -> None:
+    """Refuse ``amp`` off CUDA in one line."""
+    if settings.amp and device != "cuda":
+        raise TcsFewshotError(f"amp needs a CUDA device; this run's student methods use '{device}' (drop amp)")
+
+
+class StudentMethod(Estimator):
     """Base of our student methods, scikit-learn shaped.
 
-    ``__init__`` stores parameters only (the run's shared :class:`StudentContext`, the
-    :class:`TrainingSettings` and the method's options); ``fit(support_ids, labels,
-    unlabelled=None) -> self`` validates them and sets the fitted state (``trainable_``,
-    ``head_``, ``history_``, ``teacher_forward_passes_``, ...); ``predict(query_ids) -> logits``.
-    ``get_params``/``set_params`` follow scikit-learn, so ``sklearn.base.clone`` works (the
-    context is shared by the clone, not copied: see :class:`StudentContext`).
+    ``__init__`` stores parameters only (the :class:`TrainingSettings` and the method's
+    options); ``fit(support, labels, unlabelled=None) -> self`` validates them and sets the
+    fitted state (``context_``, ``trainable_``, ``head_``, ``history_``,
+    ``teacher_forward_passes_``, ...); ``predict(query) -> logits``. ``support``, ``query`` and
+    ``unlabelled`` are :class:`StudentItems` (``context.items(ids)``): the images and teacher
+    views come with the data, not with the method. ``get_params``/``set_params`` follow
+    scikit-learn, so ``sklearn.base.clone`` works.
 
     Subclasses implement ``build_head(batch, features) -> nn.Module`` (``features`` the
     ``(N, student_dim)`` L2-normalised student features of the batch, to initialise the head in
@@ -130,36 +145,13 @@ class StudentMethod:
     teacher_use = "cached-views"
     accepts_unlabelled = False  # fit(..., unlabelled=) mimics the teacher on those items too (TCS)
 
-    def __init__(self, context: StudentContext, training: TrainingSettings | None = None) -> None:
-        self.context = context
+    def __init__(self, training: TrainingSettings | None = None) -> None:
         self.training = training
 
     @property
     def settings(self) -> TrainingSettings:
         """``training``, or the defaults when it is ``None``."""
         return self.training if self.training is not None else TrainingSettings()
-
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        names = []
-        for klass in cls.__mro__:
-            if "__init__" in vars(klass) and klass is not object:
-                signature = inspect.signature(klass.__init__)
-                names += [name for name, parameter in signature.parameters.items()
-                          if name != "self" and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)]
-        return list(dict.fromkeys(names))
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The ``__init__`` parameters by name (scikit-learn's protocol; ``deep`` is accepted for it)."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> StudentMethod:
-        unknown = sorted(set(params) - set(self._param_names()))
-        if unknown:
-            raise TcsFewshotError(f"{type(self).__name__} has no parameter '{unknown[0]}'; valid: {', '.join(self._param_names())}")
-        for name, value in params.items():
-            setattr(self, name, value)
-        return self
 
     @property
     def teacher_forward_passes(self) -> int:
@@ -171,9 +163,10 @@ class StudentMethod:
         """The summed loss of every step of the last fit."""
         return [row["loss"] for row in self.history_]
 
-    def warm_up(self, item_ids: Any) -> None:
-        """Compute the memoised frozen outputs of ``item_ids`` for every view fit and predict read (before timing)."""
-        self.context.warm_up(np.asarray(item_ids), self.settings.train_layers, self.settings.augmented_views)
+    def warm_up(self, items: StudentItems) -> None:
+        """Compute the memoised frozen outputs of ``items`` for every view fit and predict read (before timing)."""
+        items = as_items(items, self)
+        items.context.warm_up(items.ids, self.settings.train_layers, self.settings.augmented_views)
 
     def fit_threads(self) -> int | None:
         """torch threads the runner should fit with: ``training.threads``, else 1 for ``head`` (tiny matrices,
@@ -187,8 +180,6 @@ class StudentMethod:
             raise TcsFewshotError(f"{type(self).__name__}.teacher_use must be one of {', '.join(TEACHER_USES)}")
         if self.settings.steps < 0:
             raise TcsFewshotError(f"steps must be >= 0; got {self.settings.steps}")
-        if self.settings.amp and self.context.device != "cuda":
-            raise TcsFewshotError(f"amp needs a CUDA device; this run's student methods use '{self.context.device}' (drop amp)")
 
     def build_head(self, batch: TaskBatch, features: torch.Tensor) -> nn.Module:
         raise NotImplementedError
@@ -210,11 +201,11 @@ class StudentMethod:
 
     def task_rows(self, item_ids: np.ndarray, labels: np.ndarray) -> TaskBatch:
         """The training rows of ``item_ids`` (every view), with their teacher features when ``teacher_use`` reads them."""
-        views = self.context.view_ids(self.settings.augmented_views)
-        inputs = self.context.frozen_outputs(item_ids, views, self.settings.train_layers)
+        views = self.context_.view_ids(self.settings.augmented_views)
+        inputs = self.context_.frozen_outputs(item_ids, views, self.settings.train_layers)
         labels = np.repeat(np.asarray(labels, dtype=np.int64), len(views))
         if self.teacher_use != "none":
-            teacher = torch.from_numpy(self.context.teacher_features(item_ids, views).reshape(len(labels), -1))
+            teacher = torch.from_numpy(self.context_.teacher_features(item_ids, views).reshape(len(labels), -1))
         else:  # the cache is not read at all
             teacher = torch.zeros(len(labels), 0)
         return TaskBatch(inputs.flatten(0, 1), torch.from_numpy(labels), teacher, 0)
@@ -230,22 +221,23 @@ class StudentMethod:
         return TaskBatch(torch.cat([batch.inputs, extra.inputs]), torch.cat([batch.labels, extra.labels]),
                          torch.cat([batch.teacher, extra.teacher]), n_way)
 
-    def fit(self, support_ids: Any, support_labels: Any, unlabelled: Any = None) -> StudentMethod:
-        """Train on the support items (and, when given, mimic the teacher on the ``unlabelled`` item ids too)."""
+    def fit(self, support: StudentItems, support_labels: Any, unlabelled: StudentItems | None = None) -> StudentMethod:
+        """Train on the support items (and, when given, mimic the teacher on the ``unlabelled`` items too)."""
         self.validate()
-        support_ids = np.asarray(support_ids)
-        if support_ids.dtype.kind not in "US":
-            raise TcsFewshotError(f"{type(self).__name__} takes item ids (its inputs are images); got a {support_ids.dtype} array")
+        support = as_items(support, self)
+        check_device(self.settings, support.context.device)
+        self.context_ = support.context
+        support_ids = support.ids
         if unlabelled is not None and not self.accepts_unlabelled:
             raise TcsFewshotError(f"{type(self).__name__} does not train on unlabelled items; fit it without unlabelled=")
-        unlabelled_ids = None if unlabelled is None else np.asarray(unlabelled)
+        unlabelled_ids = None if unlabelled is None else as_items(unlabelled, self).ids
         generator = torch.Generator().manual_seed(task_seed(support_ids))  # batch order
         # Heads that draw random weights (LSH planes, random bases) draw from their own stream,
         # so a task trains the same way whatever the caller's global torch RNG holds.
         self.task_generator_ = torch.Generator().manual_seed(task_seed(support_ids))
-        device = torch.device(self.context.device)
+        device = torch.device(self.context_.device)
         batch = _to(self.task_batch(support_ids, support_labels, unlabelled_ids), device)
-        self.trainable_ = self.context.trainable_copy(self.settings.train_layers).to(device)
+        self.trainable_ = self.context_.trainable_copy(self.settings.train_layers).to(device)
         with torch.no_grad():
             initial = self.student_features(batch.inputs)
         self.head_ = self.build_head(batch, initial).to(device)
@@ -283,14 +275,15 @@ class StudentMethod:
         self.teacher_forward_passes_ = {"none": 0, "cached-views": len(batch.teacher), "every-batch": batch_rows}[self.teacher_use]
         return self
 
-    def predict(self, query_ids: Any) -> torch.Tensor:
+    def predict(self, query: StudentItems) -> torch.Tensor:
         """``(n_query, n_way)`` logits."""
-        inputs = self.context.frozen_outputs(np.asarray(query_ids), [0], self.settings.train_layers).flatten(0, 1)
+        query = as_items(query, self)
+        inputs = query.context.frozen_outputs(query.ids, [0], self.settings.train_layers).flatten(0, 1)
         with torch.no_grad():
-            return self.logits(self.head_, self.student_features(inputs.to(self.context.device))).float().cpu()
+            return self.logits(self.head_, self.student_features(inputs.to(query.context.device))).float().cpu()
 
     def describe(self) -> dict[str, Any]:
         return {"method": type(self).__name__, "training": asdict(self.settings)}
 
 
-__all__ = ["StudentMethod", "TaskBatch", "TrainingSettings", "nearest_mean_layer", "task_seed"]
+__all__ = ["StudentItems", "StudentMethod", "TaskBatch", "TrainingSettings", "as_items", "check_device", "nearest_mean_layer", "task_seed"]

@@ -16,7 +16,7 @@ For one task:
    features (:meth:`TCS.folded`): no cost over the bare student.
 
 Ablations: ``basis="random-orthogonal"``, ``pca_features`` (a basis fitted on unrelated
-images' teacher features), ``selection=False``. ``fit(support_ids, labels, unlabelled=query_ids)``
+images' teacher features), ``selection=False``. ``fit(support, labels, unlabelled=query)``
 also fits the coordinate system on, and mimics the teacher on, the unlabelled query images;
 ``transductive=True`` asks the evaluator to pass the queries that way (the training is then
 fit time, like every other method's).
@@ -34,8 +34,8 @@ from torch import nn
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.methods.closed_form import ridge_projector
 from tcs_fewshot.methods.coordinates import CoordinateSystem, lsh_codes, random_planes
-from tcs_fewshot.methods.student_context import StudentContext
 from tcs_fewshot.methods.student_training import (
+    StudentItems,
     StudentMethod,
     TaskBatch,
     TrainingSettings,
@@ -73,7 +73,6 @@ class TCS(StudentMethod):
     """Tailored-coordinate-system distillation on one task (see the module docstring).
 
     Args:
-        context: Images, cached teacher features and the initial student.
         training: The shared loop's settings (steps, learning rate, which layers train).
         components: At most this many coordinates (``k``); the task's rank may give fewer.
         explained_variance: Keep the fewest components reaching this fraction of variance (1: off).
@@ -88,20 +87,21 @@ class TCS(StudentMethod):
             ``prune_fraction``, ``min_components`` set its schedule (steps, steps, fraction, count).
         transductive: Ask the evaluator for ``fit(..., unlabelled=query ids)`` (see the module docstring).
 
-    Fitted state: ``trainable_``, ``head_``, ``system_`` (the task's :class:`CoordinateSystem`),
+    ``fit``/``predict`` take :class:`StudentItems` (``context.items(ids)``: the images, cached
+    teacher features and initial student come with them). Fitted state: ``context_``, ``trainable_``, ``head_``, ``system_`` (the task's :class:`CoordinateSystem`),
     ``targets_`` (the teacher features in its coordinates), ``history_`` (per step: ``loss``,
     ``ce``, ``mimic``), ``teacher_forward_passes_``.
     """
 
     accepts_unlabelled = True
 
-    def __init__(self, context: StudentContext, training: TrainingSettings | None = None, *, components: int = 32,
+    def __init__(self, training: TrainingSettings | None = None, *, components: int = 32,
                  explained_variance: float = 1.0, scale: str = "spectrum", basis: str = "pca",
                  pca_features: np.ndarray | None = None, mimic_loss: str = "mse", mimic_weight: float = 1.0,
                  ce_weight: float = 1.0, hash_bits: int = 256, selection: bool = True, prune_start: int = 20,
                  prune_every: int = 10, prune_fraction: float = 0.1, min_components: int = 4,
                  transductive: bool = False) -> None:
-        super().__init__(context, training)
+        super().__init__(training)
         self.components, self.explained_variance, self.scale, self.basis = components, explained_variance, scale, basis
         self.pca_features = pca_features
         self.mimic_loss, self.mimic_weight, self.ce_weight, self.hash_bits = mimic_loss, mimic_weight, ce_weight, hash_bits
@@ -115,12 +115,13 @@ class TCS(StudentMethod):
         if not 0 <= self.prune_fraction < 1 or self.prune_every < 1:
             raise TcsFewshotError(f"prune_fraction must be in [0, 1) and prune_every >= 1; got {self.prune_fraction}, {self.prune_every}")
 
-    def fit(self, support_ids: Any, support_labels: Any, unlabelled: Any = None) -> TCS:
-        """Train on the support items; with ``unlabelled`` (item ids, e.g. the queries) fit the coordinates
-        on, and mimic the teacher on, those too. ``transductive=True`` refuses a fit without them."""
+    def fit(self, support: StudentItems, support_labels: Any, unlabelled: StudentItems | None = None) -> TCS:
+        """Train on the support items; with ``unlabelled`` (e.g. the queries) fit the coordinates on, and
+        mimic the teacher on, those too. ``transductive=True`` refuses a fit without them."""
         if self.transductive and unlabelled is None:
-            raise TcsFewshotError("transductive TCS fits on the unlabelled queries: call fit(support_ids, labels, unlabelled=query_ids)")
-        return super().fit(support_ids, support_labels, unlabelled)
+            raise TcsFewshotError("transductive TCS fits on the unlabelled queries: "
+                                  "call fit(support, labels, unlabelled=context.items(query_ids))")
+        return super().fit(support, support_labels, unlabelled)
 
     def build_head(self, batch: TaskBatch, features: torch.Tensor) -> CoordinateHead:
         generator = self.task_generator_

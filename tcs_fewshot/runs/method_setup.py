@@ -26,6 +26,7 @@ from tcs_fewshot.methods.registry import (
     entry,
     training_settings,
 )
+from tcs_fewshot.methods.student_training import check_device
 from tcs_fewshot.data.features import FeatureSet
 
 PIXEL_SIDE = 16  # pixel-ncm's input: the 16x16x3 image of pixel_features' default
@@ -101,14 +102,17 @@ def build_methods(names: Sequence[str], features: FeatureSet, base_mean: np.ndar
                                       "run <method>@<objective> methods under the episodic protocol")
             contexts[objective], settings[f"student@{objective}"] = distilled_context(
                 data, teacher, cache, student, seed, objective, evaluated_split)
-    consumed: dict[str, Any] = {}  # what each kind of method is handed, built once per run
+    # What each kind of method is handed, made once per run (one function per student context,
+    # so the evaluator builds each task's inputs once for all methods sharing them).
+    consumed: dict[tuple[str, str | None], Any] = {}
     for name, kind in kinds.items():
-        if kind not in consumed:
-            consumed[kind] = method_inputs(kind, features, data)
-        own = replace(shared, context=contexts.get(name.partition("@")[2] or None),
-                      options=dict(student.options.get(name, {})))
-        methods[name], inputs[name] = build_method(name, own), consumed[kind]
+        objective = (name.partition("@")[2] or None) if kind == IMAGES else None
+        if (kind, objective) not in consumed:
+            consumed[(kind, objective)] = method_inputs(kind, features, data, contexts.get(objective))
+        own = replace(shared, options=dict(student.options.get(name, {})))
+        methods[name], inputs[name] = build_method(name, own), consumed[(kind, objective)]
         if kind == IMAGES:
+            check_device(own.training, student.device)  # refused now, not as a failure on every task
             settings[name] = methods[name].describe()
     costs: dict[str, dict[str, Any]] = {}
     for name, kind in kinds.items():
@@ -119,15 +123,16 @@ def build_methods(names: Sequence[str], features: FeatureSet, base_mean: np.ndar
     return methods, inputs, settings
 
 
-def method_inputs(kind: str, features: FeatureSet, data: Any) -> Any:
-    """What the evaluator hands methods that consume ``kind``: teacher features, raw pixels, or item ids."""
+def method_inputs(kind: str, features: FeatureSet, data: Any, context: Any = None) -> Any:
+    """What the evaluator hands methods that consume ``kind``: teacher features, raw pixels, or
+    ``ids -> StudentItems`` of ``context`` (the ids with the images and teacher views)."""
     if kind == FEATURES:
         return features
     if kind == PIXELS:
         from tcs_fewshot.models.pixels import pixel_features
 
         return pixel_features(data)
-    return _item_ids
+    return context.items
 
 
 def deployed_cost(network: str, teacher: Any, student: Any, data: Any) -> dict[str, Any]:
@@ -152,11 +157,6 @@ def deployed_cost(network: str, teacher: Any, student: Any, data: Any) -> dict[s
     crop = int(teacher.transform(Image.new("RGB", (256, 256))).shape[-1])
     return {"network": "teacher", "flops_per_image": flops_per_image(teacher.model, crop),
             "parameters": count_parameters(teacher.model), "image_size": crop}
-
-
-def _item_ids(item_ids: np.ndarray) -> np.ndarray:
-    """Student methods take the ids themselves (they load images and teacher views on their own)."""
-    return np.asarray(item_ids)
 
 
 def initial_student(data: Any, options: StudentOptions, seed: int) -> Any:

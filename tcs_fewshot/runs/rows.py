@@ -129,12 +129,17 @@ class _Episodes:
         self.item, self.inputs = item, inputs
         self._built: dict[int, Episode] = {}
 
-    def for_method(self, name: str) -> Episode:
-        if isinstance(self.item, Episode):
-            return self.item
+    def inputs_for(self, name: str) -> Callable[[np.ndarray], Any]:
+        """The function ``ids -> inputs`` of method ``name``."""
         inputs = self.inputs[name] if isinstance(self.inputs, Mapping) else self.inputs
         if inputs is None:
             raise TcsFewshotError("tasks name items by id: pass inputs= (a FeatureSet or a function ids -> inputs)")
+        return inputs
+
+    def for_method(self, name: str) -> Episode:
+        if isinstance(self.item, Episode):
+            return self.item
+        inputs = self.inputs_for(name)
         if id(inputs) not in self._built:
             self._built[id(inputs)] = Episode.from_task(self.item, inputs)
         return self._built[id(inputs)]
@@ -158,7 +163,7 @@ def task_rows(
         measure_memory: Also record ``peak_memory_mb`` (torch-aware, sampled during the timed pass).
     """
     episodes = _Episodes(item, inputs)
-    warm_up_failures = warm_up(item, method_names, methods)
+    warm_up_failures = warm_up(item, method_names, methods, episodes)
     # Every store column, None where it does not apply: fresh rows look like rows read back on resume.
     base = {**dict.fromkeys(COLUMN_NAMES), **spec_columns, "task_index": task_index_of(item),
             "task_checksum": item.checksum}
@@ -167,8 +172,12 @@ def task_rows(
             for name in method_names]
 
 
-def warm_up(item: Task | Episode, method_names: Sequence[str], methods: Mapping[str, Any]) -> dict[str, dict]:
-    """Call ``warm_up(ids)`` (support then query ids) of every method that has one, before any clock.
+def warm_up(item: Task | Episode, method_names: Sequence[str], methods: Mapping[str, Any],
+            episodes: _Episodes) -> dict[str, dict]:
+    """Call ``warm_up(inputs)`` of every method that has one, before any clock.
+
+    ``inputs`` are the method's inputs of the task's support then query ids (the ids
+    themselves for a method whose inputs function returns them, ``StudentItems`` for ours).
 
     Shared per-task work (frozen student outputs, cache fills) is then paid here, not by
     whichever method happens to run first, so a method's time does not depend on the order.
@@ -182,8 +191,9 @@ def warm_up(item: Task | Episode, method_names: Sequence[str], methods: Mapping[
         hook = getattr(methods[name], "warm_up", None)
         if hook is None:
             continue
+        inputs = episodes.inputs_for(name)  # no inputs= is the caller's error: raised, as before
         try:
-            hook(ids)
+            hook(inputs(ids))
         except Exception as error:  # noqa: BLE001  # recorded as that method's failure, as in run_method
             message = " ".join(f"warm_up: {type(error).__name__}: {error}".split())
             failures[name] = {"n_query": len(item.query_ids), "accuracy": None, "failure": message[:500]}
