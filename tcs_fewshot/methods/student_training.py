@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator
 from torch import nn
 
 from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.methods.closed_form import nearest_mean_layer
-from tcs_fewshot.methods.estimator import Estimator
 from tcs_fewshot.methods.student_context import StudentItems, trained_blocks
 
 
@@ -121,7 +121,7 @@ def check_device(settings: TrainingSettings, device: str) -> None:
         raise TcsFewshotError(f"amp needs a CUDA device; this run's student methods use '{device}' (drop amp)")
 
 
-class StudentMethod(Estimator):
+class StudentMethod(BaseEstimator):
     """Base of our student methods, scikit-learn shaped.
 
     ``__init__`` stores parameters only (the :class:`TrainingSettings` and the method's
@@ -129,8 +129,8 @@ class StudentMethod(Estimator):
     fitted state (``context_``, ``trainable_``, ``head_``, ``history_``,
     ``teacher_forward_passes_``, ...); ``predict(query) -> logits``. ``support``, ``query`` and
     ``unlabelled`` are :class:`StudentItems` (``context.items(ids)``): the images and teacher
-    views come with the data, not with the method. ``get_params``/``set_params`` follow
-    scikit-learn, so ``sklearn.base.clone`` works.
+    views come with the data, not with the method. ``get_params``/``set_params`` come from
+    scikit-learn's ``BaseEstimator``, so ``sklearn.base.clone`` works.
 
     Subclasses implement ``build_head(batch, features) -> nn.Module`` (``features`` the
     ``(N, student_dim)`` L2-normalised student features of the batch, to initialise the head in
