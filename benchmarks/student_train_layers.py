@@ -39,12 +39,12 @@ def main() -> None:
     for layers in args.layers.split(","):
         seconds, accuracy = [], []
         for task in tasks:
-            method = FineTune(context, TrainingSettings(steps=args.steps, train_layers=layers))
-            method.warm_up(np.concatenate([task.support_ids, task.query_ids]))
+            method = FineTune(TrainingSettings(steps=args.steps, train_layers=layers))
+            method.warm_up(context.items(np.concatenate([task.support_ids, task.query_ids])))
             start = time.perf_counter()
-            method.fit(task.support_ids, task.support_labels)
+            method.fit(context.items(task.support_ids), task.support_labels)
             seconds.append(time.perf_counter() - start)
-            accuracy.append(float((method.predict(task.query_ids).argmax(1).numpy() == task.query_labels).mean()))
+            accuracy.append(float((method.predict(context.items(task.query_ids)).argmax(1).numpy() == task.query_labels).mean()))
         rows[layers] = (float(np.mean(seconds)), float(np.std(seconds, ddof=1)) if len(seconds) > 1 else 0.0, float(np.mean(accuracy)))
     head = rows.get("head", next(iter(rows.values())))[0]
     revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()

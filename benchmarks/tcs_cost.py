@@ -41,16 +41,16 @@ def measure(args: argparse.Namespace) -> dict:
     data, teacher, cache, features = loaded.data, loaded.teacher, loaded.cache, loaded.probe_inputs[1]
     tasks = sample_tasks(data.index, TaskSpec(split="test", ways=5, shots=args.shots, queries=15, seed=0), args.tasks)
     training = {"steps": args.steps, "batch_size": args.batch_size, "train_layers": args.train_layers, "threads": args.threads}
-    methods, _, _ = build_methods([args.method], features, None, data=data, teacher=teacher, cache=cache,
+    methods, inputs, _ = build_methods([args.method], features, None, data=data, teacher=teacher, cache=cache,
                                   student=StudentOptions(checkpoint=args.checkpoint, views=args.views, training=training))
-    method = methods[args.method]
+    method, items = methods[args.method], inputs[args.method]  # items: ids -> StudentItems
     warm = tasks.tasks[0]  # memoises the frozen student outputs and loads the cache pages once
-    method.fit(warm.support_ids, warm.support_labels).predict(warm.query_ids)
+    method.fit(items(warm.support_ids), warm.support_labels).predict(items(warm.query_ids))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     seconds, passes = [], []
     for task in tasks.tasks[1:]:
         started = time.perf_counter()
-        method.fit(task.support_ids, task.support_labels).predict(task.query_ids)
+        method.fit(items(task.support_ids), task.support_labels).predict(items(task.query_ids))
         seconds.append(time.perf_counter() - started)
         passes.append(method.teacher_forward_passes)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -62,10 +62,10 @@ def main() -> None:
     sections = []
     for shots in map(int, args.shots.split(",")):
         tasks = sample_tasks(data.index, TaskSpec(split="val", ways=5, shots=shots, queries=15, seed=0), args.tasks)
-        methods = {"student-ncm": StudentNCM(context, training), "finetune": FineTune(context, training),
-                   **{name: TCS(context, training, **options) for name, options in GRID.items()}}
+        methods = {"student-ncm": StudentNCM(training), "finetune": FineTune(training),
+                   **{name: TCS(training, **options) for name, options in GRID.items()}}
         run_dir = Path(args.runs) / f"{args.benchmark}-val-selection-5way{shots}shot-n{args.tasks}"
-        records = evaluate(tasks, methods, lambda ids: ids, run_dir=run_dir, measure_memory=False, progress=True,
+        records = evaluate(tasks, methods, context.items, run_dir=run_dir, measure_memory=False, progress=True,
                            config={"checkpoint": args.checkpoint, "views": args.views, "steps": args.steps})
         table = readable_summary(summary(records))[["method", "accuracy (%)", "n", "fit (ms)"]]
         differences = readable_paired(paired(records, reference="tcs"))[["method", "difference (points)", "wins/losses"]]

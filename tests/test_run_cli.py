@@ -35,7 +35,7 @@ tomllib = toml_module()  # tomllib, or tomli on Python 3.10
 CLI = [sys.executable, "-c", "from tcs_fewshot.cli import entry_point; entry_point()"]
 # The CLI with one more method, 'flaky', that fails on every 1-shot task (one support item per class).
 FLAKY_CLI = [sys.executable, "-c", """
-import tcs_fewshot.methods as methods
+import tcs_fewshot.methods.registry as registry
 from tcs_fewshot.methods.probes import NearestClassMean
 
 class Flaky(NearestClassMean):
@@ -44,7 +44,7 @@ class Flaky(NearestClassMean):
             raise ValueError("needs two shots")
         return super().fit(support, labels)
 
-methods.PROBES["flaky"] = (lambda base_mean: Flaky(), "fails on 1-shot tasks")
+registry.METHODS["flaky"] = registry.probe(Flaky, "fails on 1-shot tasks")
 from tcs_fewshot.cli import entry_point
 entry_point()
 """]

@@ -1,13 +1,14 @@
-"""Few-shot methods: one protocol (``fit``/``predict``), one file per method family."""
+"""Few-shot methods: one protocol (``fit``/``predict``), one file per method family, one registry.
+
+The registry (:mod:`tcs_fewshot.methods.registry`: ``METHODS``, ``build_method``,
+``build_probe``) imports the student methods, hence torch; it is loaded on first use of one of
+its names here, so that ``import tcs_fewshot`` stays light.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from tcs_fewshot.errors import TcsFewshotError
 from tcs_fewshot.methods.probes import (
     LogisticRegressionProbe,
     NearestClassMean,
@@ -15,28 +16,23 @@ from tcs_fewshot.methods.probes import (
 )
 from tcs_fewshot.methods.protocol import FewShotMethod, FunctionMethod, as_method
 
-# name -> (factory(base_mean) -> method, one-line description with its reference)
-PROBES: dict[str, tuple[Callable[[np.ndarray | None], Any], str]] = {
-    "ncm": (lambda base_mean: NearestClassMean(), "nearest class mean, ProtoNet at test time (Snell et al. 2017)"),
-    "simpleshot": (lambda base_mean: SimpleShot(base_mean), "SimpleShot CL2N: base-mean centring + L2 + NCM (Wang et al. 2019)"),
-    "logreg": (lambda base_mean: LogisticRegressionProbe(), "logistic regression on L2-normalised features (Tian et al. 2020, RFS)"),
-}
+_REGISTRY_NAMES = ("METHODS", "MethodEntry", "MethodInputs", "build_method", "build_probe")
 
 
-def build_probe(name: str, base_mean: np.ndarray | None = None) -> Any:
-    """A fresh probe by registry name; ``base_mean`` is the ``(dim,)`` base-split mean for SimpleShot."""
-    if name not in PROBES:
-        raise TcsFewshotError(f"unknown method '{name}'; choose from: {', '.join(PROBES)}")
-    return PROBES[name][0](base_mean)
+def __getattr__(name: str) -> Any:
+    if name in _REGISTRY_NAMES:
+        import tcs_fewshot.methods.registry as registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'tcs_fewshot.methods' has no attribute '{name}'")
 
 
 __all__ = [
-    "PROBES",
     "FewShotMethod",
     "FunctionMethod",
     "LogisticRegressionProbe",
     "NearestClassMean",
     "SimpleShot",
     "as_method",
-    "build_probe",
+    *_REGISTRY_NAMES,
 ]

@@ -40,7 +40,7 @@ from tcs_fewshot.methods.distributed import (
     plain_batch_norm,
     sum_over_processes,
 )
-from tcs_fewshot.methods.kd import teacher_probe_logits
+from tcs_fewshot.methods.closed_form import teacher_probe_logits
 from tcs_fewshot.methods.probes import ncm_task_accuracies
 from tcs_fewshot.methods.student_context import split_student
 from tcs_fewshot.cache.feature_cache import FeatureCache

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tcs_fewshot.methods.coordinates import CoordinateSystem
-from tcs_fewshot.methods.tcs import ridge_projector
+from tcs_fewshot.methods.closed_form import ridge_projector
 
 OBJECTIVES = ("tcs", "ce", "kd", "fitnets")
 

@@ -23,25 +23,25 @@ class StudentNCM(StudentMethod):
     No training steps; the support views are averaged into the class means.
     """
 
-    needs_teacher = False
+    teacher_use = "none"
 
     def build_head(self, batch: TaskBatch, features: torch.Tensor) -> nn.Module:
-        self.teacher_forward_passes = 0  # never looks at the teacher
-        self.trainable.requires_grad_(False)  # no parameter left, so the loop takes no step
-        return nearest_mean_layer(features, batch.labels, batch.n_way, self.training.logit_scale).requires_grad_(False)
+        self.trainable_.requires_grad_(False)  # no parameter left, so the loop takes no step
+        return nearest_mean_layer(features, batch.labels, batch.n_way, self.settings.logit_scale).requires_grad_(False)
 
-    def loss(self, head: nn.Module, features: torch.Tensor, batch: TaskBatch, rows: torch.Tensor, step: int) -> torch.Tensor:
+    def loss(self, head: nn.Module, features: torch.Tensor, batch: TaskBatch, rows: torch.Tensor,
+             step: int) -> dict[str, torch.Tensor]:
         raise AssertionError("StudentNCM has no trainable parameter, so the loop never calls its loss")
 
 
 class FineTune(StudentMethod):
     """Cross-entropy fine-tuning only: a linear classifier initialised at the class means, no teacher."""
 
-    needs_teacher = False
+    teacher_use = "none"
 
     def build_head(self, batch: TaskBatch, features: torch.Tensor) -> nn.Module:
-        self.teacher_forward_passes = 0
-        return nearest_mean_layer(features, batch.labels, batch.n_way, self.training.logit_scale)
+        return nearest_mean_layer(features, batch.labels, batch.n_way, self.settings.logit_scale)
 
-    def loss(self, head: nn.Module, features: torch.Tensor, batch: TaskBatch, rows: torch.Tensor, step: int) -> torch.Tensor:
-        return F.cross_entropy(head(features), batch.labels[rows])
+    def loss(self, head: nn.Module, features: torch.Tensor, batch: TaskBatch, rows: torch.Tensor,
+             step: int) -> dict[str, torch.Tensor]:
+        return {"ce": F.cross_entropy(head(features), batch.labels[rows])}

@@ -19,68 +19,62 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tcs_fewshot.methods.closed_form import ridge_projector, teacher_probe_logits
 from tcs_fewshot.methods.coordinates import lsh_codes, random_planes
-from tcs_fewshot.methods.student_context import StudentContext
 from tcs_fewshot.methods.student_training import (
     StudentMethod,
     TaskBatch,
     TrainingSettings,
     nearest_mean_layer,
 )
-from tcs_fewshot.methods.tcs import ridge_projector
 from tcs_fewshot.models.views import view_image
-
-
-def teacher_probe_logits(teacher: torch.Tensor, support_teacher: torch.Tensor, labels: torch.Tensor, n_way: int,
-                         scale: float) -> torch.Tensor:
-    """``(N, n_way)`` logits ``scale * cos(teacher feature, class mean)``; class means from the support's teacher features."""
-    one_hot = F.one_hot(labels, n_way).float()
-    means = F.normalize((one_hot.T @ support_teacher) / one_hot.sum(0)[:, None], dim=1)
-    return scale * F.normalize(teacher, dim=1) @ means.T
 
 
 class LogitKD(StudentMethod):
     """Logit distillation from the teacher's support-set probe (see the module docstring)."""
 
-    def __init__(self, context: StudentContext, training: TrainingSettings | None = None, *, temperature: float = 4.0,
+    def __init__(self, training: TrainingSettings | None = None, *, temperature: float = 4.0,
                  teacher_scale: float = 10.0, kd_weight: float = 1.0, ce_weight: float = 1.0, online: bool = False) -> None:
-        super().__init__(context, training)
+        super().__init__(training)
         self.temperature, self.teacher_scale, self.kd_weight, self.ce_weight = temperature, teacher_scale, kd_weight, ce_weight
         self.online = online
 
-    def task_batch(self, support_ids: np.ndarray, support_labels: np.ndarray) -> TaskBatch:
-        batch = super().task_batch(support_ids, support_labels)
-        self._views = self.context.view_ids(self.training.augmented_views)
-        self._ids = support_ids
-        if self.online:
-            self.teacher_forward_passes = 0  # counted per training batch instead
-        return batch
+    @property
+    def teacher_use(self) -> str:
+        # Online, the probe's class means still come from the cached support views (not counted, as before).
+        return "every-batch" if self.online else "cached-views"
+
+    def task_batch(self, support_ids: np.ndarray, support_labels: np.ndarray,
+                   unlabelled_ids: np.ndarray | None = None) -> TaskBatch:
+        self.views_ = self.context_.view_ids(self.settings.augmented_views)
+        self.support_ids_ = support_ids
+        return super().task_batch(support_ids, support_labels)
 
     def build_head(self, batch: TaskBatch, features: torch.Tensor) -> nn.Module:
-        self.teacher_logits = teacher_probe_logits(batch.teacher, batch.teacher, batch.labels, batch.n_way, self.teacher_scale)
-        return nearest_mean_layer(features, batch.labels, batch.n_way, self.training.logit_scale)
+        self.teacher_logits_ = teacher_probe_logits(batch.teacher, batch.teacher, batch.labels, batch.n_way, self.teacher_scale)
+        return nearest_mean_layer(features, batch.labels, batch.n_way, self.settings.logit_scale)
 
     def _online_teacher(self, batch: TaskBatch, rows: torch.Tensor) -> torch.Tensor:
         """Teacher logits of ``rows`` from a fresh teacher forward pass over their images."""
-        n_views = len(self._views)
-        teacher = self.context.teacher
+        n_views = len(self.views_)
+        teacher = self.context_.teacher
         images = []
         for row in rows.tolist():
-            item_id, view = str(self._ids[row // n_views]), self._views[row % n_views]
-            images.append(teacher.transform(view_image(self.context.data.load_image(item_id), item_id, view)))
+            item_id, view = str(self.support_ids_[row // n_views]), self.views_[row % n_views]
+            images.append(teacher.transform(view_image(self.context_.data.load_image(item_id), item_id, view)))
         parameter = next(teacher.model.parameters())
         with torch.inference_mode():
             features = teacher.model(torch.stack(images).to(parameter.device, parameter.dtype)).float()
-        self.teacher_forward_passes += len(rows)
         logits = teacher_probe_logits(features.to(batch.teacher.device), batch.teacher, batch.labels, batch.n_way, self.teacher_scale)
         return logits
 
-    def loss(self, head: nn.Module, features: torch.Tensor, batch: TaskBatch, rows: torch.Tensor, step: int) -> torch.Tensor:
+    def loss(self, head: nn.Module, features: torch.Tensor, batch: TaskBatch, rows: torch.Tensor,
+             step: int) -> dict[str, torch.Tensor]:
         logits = head(features)
-        targets = self._online_teacher(batch, rows) if self.online else self.teacher_logits[rows]
+        targets = self._online_teacher(batch, rows) if self.online else self.teacher_logits_[rows]
         t = self.temperature
         distillation = F.kl_div(F.log_softmax(logits / t, 1), F.softmax(targets / t, 1), reduction="batchmean") * t * t
-        return self.ce_weight * F.cross_entropy(logits, batch.labels[rows]) + self.kd_weight * distillation
+        return {"ce": self.ce_weight * F.cross_entropy(logits, batch.labels[rows]), "kd": self.kd_weight * distillation}
 
 
 class FitNetsHead(nn.Module):
@@ -97,37 +91,38 @@ class FitNetsHead(nn.Module):
 class FitNets(StudentMethod):
     """Feature KD: a linear regressor to the raw ``(D,)`` teacher features, MSE (see the module docstring)."""
 
-    def __init__(self, context: StudentContext, training: TrainingSettings | None = None, *,
+    def __init__(self, training: TrainingSettings | None = None, *,
                  feature_weight: float = 1.0, ce_weight: float = 1.0) -> None:
-        super().__init__(context, training)
+        super().__init__(training)
         self.feature_weight, self.ce_weight = feature_weight, ce_weight
 
     def build_head(self, batch: TaskBatch, features: torch.Tensor) -> nn.Module:
         # The regressor starts at the least-squares fit, as TCS's projector does: same footing.
-        return FitNetsHead(nearest_mean_layer(features, batch.labels, batch.n_way, self.training.logit_scale), ridge_projector(features, batch.teacher))
+        return FitNetsHead(nearest_mean_layer(features, batch.labels, batch.n_way, self.settings.logit_scale), ridge_projector(features, batch.teacher))
 
     def feature_loss(self, head: FitNetsHead, features: torch.Tensor, batch: TaskBatch, rows: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(head.regressor(features), batch.teacher[rows])
 
-    def loss(self, head: nn.Module, features: torch.Tensor, batch: TaskBatch, rows: torch.Tensor, step: int) -> torch.Tensor:
+    def loss(self, head: nn.Module, features: torch.Tensor, batch: TaskBatch, rows: torch.Tensor,
+             step: int) -> dict[str, torch.Tensor]:
         classification = F.cross_entropy(head(features), batch.labels[rows])
-        return self.ce_weight * classification + self.feature_weight * self.feature_loss(head, features, batch, rows)
+        return {"ce": self.ce_weight * classification, "mimic": self.feature_weight * self.feature_loss(head, features, batch, rows)}
 
 
 class LSHL2(FitNets):
     """LSH-L2 (Wang, Ge & Wu 2021): the L2 loss plus the LSH loss on ``hash_bits`` random hyperplanes."""
 
-    def __init__(self, context: StudentContext, training: TrainingSettings | None = None, *, hash_bits: int = 512,
-                 lsh_weight: float = 1.0, **weights: float) -> None:
-        super().__init__(context, training, **weights)
+    def __init__(self, training: TrainingSettings | None = None, *, hash_bits: int = 512,
+                 lsh_weight: float = 1.0, feature_weight: float = 1.0, ce_weight: float = 1.0) -> None:
+        super().__init__(training, feature_weight=feature_weight, ce_weight=ce_weight)
         self.hash_bits, self.lsh_weight = hash_bits, lsh_weight
 
     def build_head(self, batch: TaskBatch, features: torch.Tensor) -> nn.Module:
-        self.planes = random_planes(self.hash_bits, batch.teacher.shape[1], self.task_generator)
-        self.offsets, self.codes = lsh_codes(batch.teacher, self.planes)
+        self.planes_ = random_planes(self.hash_bits, batch.teacher.shape[1], self.task_generator_)
+        self.offsets_, self.codes_ = lsh_codes(batch.teacher, self.planes_)
         return super().build_head(batch, features)
 
     def feature_loss(self, head: FitNetsHead, features: torch.Tensor, batch: TaskBatch, rows: torch.Tensor) -> torch.Tensor:
         regressed = head.regressor(features)
-        hashes = F.binary_cross_entropy_with_logits(regressed @ self.planes.T + self.offsets, self.codes[rows])
+        hashes = F.binary_cross_entropy_with_logits(regressed @ self.planes_.T + self.offsets_, self.codes_[rows])
         return F.mse_loss(regressed, batch.teacher[rows]) + self.lsh_weight * hashes

@@ -6,6 +6,11 @@ predictions``. Nothing needs to subclass anything of ours. ``fit`` is called onc
 task on the same object, so it must reset whatever an earlier task left (as scikit-learn
 estimators do).
 
+Two optional hooks the evaluator honours: a true ``transductive`` attribute makes it call
+``fit(support_inputs, support_labels, unlabelled=query_inputs)`` (the queries' inputs, never
+their labels); ``fit_threads() -> int | None`` is the torch thread count the runner sets
+around ``fit`` (and restores), so that ``fit`` itself never changes process-wide state.
+
 Predictions are either labels ``(n_query,)`` in ``0..n_way-1`` or scores/logits
 ``(n_query, n_way)``, as numpy arrays, torch tensors or lists.
 """

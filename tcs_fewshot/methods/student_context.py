@@ -1,10 +1,12 @@
 """What every student method shares: images, cached teacher features, and the initial student.
 
-Student methods (TCS, KD, FitNets, fine-tuning) receive item ids from the evaluator and read
-everything else through a :class:`StudentContext`:
+Student methods (TCS, KD, FitNets, fine-tuning) consume :class:`StudentItems`: item ids with the
+:class:`StudentContext` that reads their images and cached teacher views. The context is data,
+not a parameter: it comes with the items, as features come with a probe's inputs.
 
     context = StudentContext(data, teacher, FeatureCache(), build_student("conv4-32", ...), views=4)
-    tcs = TCS(context).fit(support_ids, support_labels)
+    tcs = TCS(components=16).fit(context.items(support_ids), support_labels)
+    logits = tcs.predict(context.items(query_ids))
 
 The student is split into a frozen part and a trainable part (``train_layers``). The frozen
 part's output per (item, view) is computed once and kept in memory, so that a method that only
@@ -92,6 +94,10 @@ class StudentContext:
             raise TcsFewshotError(f"views must be >= 0 (augmented views per image); got {self.views}")
         self._transform = student_transform(self.student)
 
+    def items(self, item_ids: Sequence[str] | np.ndarray) -> StudentItems:
+        """``item_ids`` with this context: what student methods' ``fit``, ``predict`` and ``warm_up`` take."""
+        return StudentItems(np.asarray(item_ids), self)
+
     def view_ids(self, with_augmented: bool = True) -> list[int]:
         return list(range(self.views + 1)) if with_augmented else [0]
 
@@ -148,4 +154,15 @@ class StudentContext:
         return {"student": self.student.config, "teacher": self.teacher.name, "views": self.views}
 
 
-__all__ = ["GlobalPool", "StudentContext", "TRAIN_LAYERS", "split_student", "trained_blocks"]
+@dataclass(frozen=True, eq=False)
+class StudentItems:
+    """Item ids ``(n,)`` and the :class:`StudentContext` that reads their images and cached teacher views."""
+
+    ids: np.ndarray
+    context: StudentContext
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+__all__ = ["GlobalPool", "StudentContext", "StudentItems", "TRAIN_LAYERS", "split_student", "trained_blocks"]

@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator
 from torch import nn
 
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.methods.student_context import StudentContext, trained_blocks
+from tcs_fewshot.methods.closed_form import nearest_mean_layer
+from tcs_fewshot.methods.student_context import StudentItems, trained_blocks
 
 
 @dataclass(frozen=True)
@@ -102,38 +104,88 @@ def task_seed(item_ids: np.ndarray) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-class StudentMethod:
-    """Base of our student methods: ``fit(support_ids, labels) -> self``, ``predict(query_ids) -> logits``.
+TEACHER_USES = ("none", "cached-views", "every-batch")
+
+
+def as_items(items: Any, method: Any) -> StudentItems:
+    """``items`` if they are :class:`StudentItems`, else a one-line error saying how to make them."""
+    if isinstance(items, StudentItems):
+        return items
+    raise TcsFewshotError(f"{type(method).__name__} reads images through a StudentContext: pass context.items(item_ids), "
+                          f"not a {type(items).__name__}")
+
+
+def check_device(settings: TrainingSettings, device: str) -> None:
+    """Refuse ``amp`` off CUDA in one line."""
+    if settings.amp and device != "cuda":
+        raise TcsFewshotError(f"amp needs a CUDA device; this run's student methods use '{device}' (drop amp)")
+
+
+class StudentMethod(BaseEstimator):
+    """Base of our student methods, scikit-learn shaped.
+
+    ``__init__`` stores parameters only (the :class:`TrainingSettings` and the method's
+    options); ``fit(support, labels, unlabelled=None) -> self`` validates them and sets the
+    fitted state (``context_``, ``trainable_``, ``head_``, ``history_``,
+    ``teacher_forward_passes_``, ...); ``predict(query) -> logits``. ``support``, ``query`` and
+    ``unlabelled`` are :class:`StudentItems` (``context.items(ids)``): the images and teacher
+    views come with the data, not with the method. ``get_params``/``set_params`` come from
+    scikit-learn's ``BaseEstimator``, so ``sklearn.base.clone`` works.
 
     Subclasses implement ``build_head(batch, features) -> nn.Module`` (``features`` the
     ``(N, student_dim)`` L2-normalised student features of the batch, to initialise the head in
-    closed form), ``loss(head, features, batch, rows, step) -> scalar``, and ``logits(head,
-    features) -> (n, n_way)``. A method that needs the teacher's forward passes per step
-    (online KD) adds them to ``teacher_forward_passes``.
+    closed form), ``loss(head, features, batch, rows, step) -> {term name: weighted scalar}``
+    (summed for the step; every term is logged per step in ``history_``) and ``logits(head,
+    features) -> (n, n_way)``. They declare ``teacher_use``: ``none`` (the cache is never read),
+    ``cached-views`` (one cached teacher pass per training image view) or ``every-batch`` (the
+    teacher runs on every step's batch, online KD); the loop counts ``teacher_forward_passes_``
+    from it.
     """
 
-    name = "student"
-    needs_teacher = True  # reads the cached teacher features of the support views
+    teacher_use = "cached-views"
+    accepts_unlabelled = False  # fit(..., unlabelled=) mimics the teacher on those items too (TCS)
 
-    def __init__(self, context: StudentContext, training: TrainingSettings | None = None) -> None:
-        self.context = context
-        self.training = training or TrainingSettings()
-        if self.training.steps < 0:
-            raise TcsFewshotError(f"steps must be >= 0; got {self.training.steps}")
-        self.teacher_forward_passes = 0
-        self.loss_history: list[float] = []
-        if self.training.amp and context.device != "cuda":
-            raise TcsFewshotError(f"amp needs a CUDA device; this run's student methods use '{context.device}' (drop amp)")
+    def __init__(self, training: TrainingSettings | None = None) -> None:
+        self.training = training
 
-    def warm_up(self, item_ids: Any) -> None:
-        """Compute the memoised frozen outputs of ``item_ids`` for every view fit and predict read (before timing)."""
-        self.context.warm_up(np.asarray(item_ids), self.training.train_layers, self.training.augmented_views)
+    @property
+    def settings(self) -> TrainingSettings:
+        """``training``, or the defaults when it is ``None``."""
+        return self.training if self.training is not None else TrainingSettings()
+
+    @property
+    def teacher_forward_passes(self) -> int:
+        """Teacher image-view evaluations of the last fit (what the evaluator records per task; 0 before any fit)."""
+        return getattr(self, "teacher_forward_passes_", 0)
+
+    @property
+    def losses_(self) -> list[float]:
+        """The summed loss of every step of the last fit."""
+        return [row["loss"] for row in self.history_]
+
+    def warm_up(self, items: StudentItems) -> None:
+        """Compute the memoised frozen outputs of ``items`` for every view fit and predict read (before timing)."""
+        items = as_items(items, self)
+        items.context.warm_up(items.ids, self.settings.train_layers, self.settings.augmented_views)
+
+    def fit_threads(self) -> int | None:
+        """torch threads the runner should fit with: ``training.threads``, else 1 for ``head`` (tiny matrices,
+        where more threads only add synchronisation: 30x slower on 2 busy cores), else ``None`` (torch's own)."""
+        return self.settings.threads or (1 if self.settings.train_layers == "head" else None)
 
     # -- hooks -------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Refuse bad parameters in one line (called by ``fit``; subclasses add theirs)."""
+        if self.teacher_use not in TEACHER_USES:
+            raise TcsFewshotError(f"{type(self).__name__}.teacher_use must be one of {', '.join(TEACHER_USES)}")
+        if self.settings.steps < 0:
+            raise TcsFewshotError(f"steps must be >= 0; got {self.settings.steps}")
+
     def build_head(self, batch: TaskBatch, features: torch.Tensor) -> nn.Module:
         raise NotImplementedError
 
-    def loss(self, head: nn.Module, features: torch.Tensor, batch: TaskBatch, rows: torch.Tensor, step: int) -> torch.Tensor:
+    def loss(self, head: nn.Module, features: torch.Tensor, batch: TaskBatch, rows: torch.Tensor,
+             step: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def logits(self, head: nn.Module, features: torch.Tensor) -> torch.Tensor:
@@ -145,59 +197,69 @@ class StudentMethod:
     # -- the loop ------------------------------------------------------------------------------
     def student_features(self, inputs: torch.Tensor) -> torch.Tensor:
         """``(n, student_dim)`` L2-normalised features of frozen outputs ``inputs``."""
-        return F.normalize(self.trainable(inputs), dim=1)
+        return F.normalize(self.trainable_(inputs), dim=1)
 
-    def task_batch(self, support_ids: np.ndarray, support_labels: np.ndarray) -> TaskBatch:
-        views = self.context.view_ids(self.training.augmented_views)
-        inputs = self.context.frozen_outputs(support_ids, views, self.training.train_layers)
-        labels = np.repeat(np.asarray(support_labels, dtype=np.int64), len(views))
-        if self.needs_teacher:
-            teacher = torch.from_numpy(self.context.teacher_features(support_ids, views).reshape(len(labels), -1))
-            self.teacher_forward_passes = len(support_ids) * len(views)  # one cached pass per image view
+    def task_rows(self, item_ids: np.ndarray, labels: np.ndarray) -> TaskBatch:
+        """The training rows of ``item_ids`` (every view), with their teacher features when ``teacher_use`` reads them."""
+        views = self.context_.view_ids(self.settings.augmented_views)
+        inputs = self.context_.frozen_outputs(item_ids, views, self.settings.train_layers)
+        labels = np.repeat(np.asarray(labels, dtype=np.int64), len(views))
+        if self.teacher_use != "none":
+            teacher = torch.from_numpy(self.context_.teacher_features(item_ids, views).reshape(len(labels), -1))
         else:  # the cache is not read at all
-            teacher, self.teacher_forward_passes = torch.zeros(len(labels), 0), 0
-        return TaskBatch(inputs.flatten(0, 1), torch.from_numpy(labels), teacher, int(labels.max()) + 1)
+            teacher = torch.zeros(len(labels), 0)
+        return TaskBatch(inputs.flatten(0, 1), torch.from_numpy(labels), teacher, 0)
 
-    def fit(self, support_ids: Any, support_labels: Any) -> StudentMethod:
-        threads = self.training.threads or (1 if self.training.train_layers == "head" else torch.get_num_threads())
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            return self._fit(support_ids, support_labels)
-        finally:
-            torch.set_num_threads(previous)
+    def task_batch(self, support_ids: np.ndarray, support_labels: np.ndarray,
+                   unlabelled_ids: np.ndarray | None = None) -> TaskBatch:
+        """The support rows, then those of ``unlabelled_ids`` (label -1, which cross-entropy ignores)."""
+        batch = self.task_rows(support_ids, support_labels)
+        n_way = int(batch.labels.max()) + 1
+        if unlabelled_ids is None:
+            return TaskBatch(batch.inputs, batch.labels, batch.teacher, n_way)
+        extra = self.task_rows(unlabelled_ids, np.full(len(unlabelled_ids), -1))
+        return TaskBatch(torch.cat([batch.inputs, extra.inputs]), torch.cat([batch.labels, extra.labels]),
+                         torch.cat([batch.teacher, extra.teacher]), n_way)
 
-    def _fit(self, support_ids: Any, support_labels: Any) -> StudentMethod:
-        support_ids = np.asarray(support_ids)
-        if support_ids.dtype.kind not in "US":
-            raise TcsFewshotError(f"{type(self).__name__} takes item ids (its inputs are images); got a {support_ids.dtype} array")
+    def fit(self, support: StudentItems, support_labels: Any, unlabelled: StudentItems | None = None) -> StudentMethod:
+        """Train on the support items (and, when given, mimic the teacher on the ``unlabelled`` items too)."""
+        self.validate()
+        support = as_items(support, self)
+        check_device(self.settings, support.context.device)
+        self.context_ = support.context
+        support_ids = support.ids
+        if unlabelled is not None and not self.accepts_unlabelled:
+            raise TcsFewshotError(f"{type(self).__name__} does not train on unlabelled items; fit it without unlabelled=")
+        unlabelled_ids = None if unlabelled is None else as_items(unlabelled, self).ids
         generator = torch.Generator().manual_seed(task_seed(support_ids))  # batch order
         # Heads that draw random weights (LSH planes, random bases) draw from their own stream,
         # so a task trains the same way whatever the caller's global torch RNG holds.
-        self.task_generator = torch.Generator().manual_seed(task_seed(support_ids))
-        device = torch.device(self.context.device)
-        batch = _to(self.task_batch(support_ids, support_labels), device)
-        self.trainable = self.context.trainable_copy(self.training.train_layers).to(device)
+        self.task_generator_ = torch.Generator().manual_seed(task_seed(support_ids))
+        device = torch.device(self.context_.device)
+        batch = _to(self.task_batch(support_ids, support_labels, unlabelled_ids), device)
+        self.trainable_ = self.context_.trainable_copy(self.settings.train_layers).to(device)
         with torch.no_grad():
             initial = self.student_features(batch.inputs)
-        self.head = self.build_head(batch, initial).to(device)
+        self.head_ = self.build_head(batch, initial).to(device)
         if device.type != "cpu":  # tensors a head-builder kept on the method (LSH planes, targets) follow it
             for key, value in vars(self).items():
                 if isinstance(value, torch.Tensor):
                     setattr(self, key, value.to(device))
-        head_rate, backbone_rate = self.training.rates
+        head_rate, backbone_rate = self.settings.rates
         groups = [{"params": [p for p in module.parameters() if p.requires_grad], "lr": rate}
-                  for module, rate in ((self.trainable, backbone_rate), (self.head, head_rate))]
+                  for module, rate in ((self.trainable_, backbone_rate), (self.head_, head_rate))]
         groups = [group for group in groups if group["params"]]
-        self.loss_history = []
-        if groups and self.training.steps:
-            optimiser = torch.optim.Adam(groups, weight_decay=self.training.weight_decay)
-            scaler = torch.amp.GradScaler("cuda") if self.training.amp else None
+        self.history_: list[dict[str, float]] = []
+        batch_rows = 0
+        if groups and self.settings.steps:
+            optimiser = torch.optim.Adam(groups, weight_decay=self.settings.weight_decay)
+            scaler = torch.amp.GradScaler("cuda") if self.settings.amp else None
             n = len(batch.labels)
-            for step in range(self.training.steps):
-                rows = torch.randperm(n, generator=generator)[: self.training.batch_size].to(device)
-                with torch.autocast("cuda", dtype=torch.float16, enabled=self.training.amp):
-                    loss = self.loss(self.head, self.student_features(batch.inputs[rows]), batch, rows, step)
+            for step in range(self.settings.steps):
+                rows = torch.randperm(n, generator=generator)[: self.settings.batch_size].to(device)
+                with torch.autocast("cuda", dtype=torch.float16, enabled=self.settings.amp):
+                    terms = self.loss(self.head_, self.student_features(batch.inputs[rows]), batch, rows, step)
+                    loss = sum(terms.values())
                 optimiser.zero_grad(set_to_none=True)
                 if scaler is None:
                     loss.backward()
@@ -206,30 +268,22 @@ class StudentMethod:
                     scaler.scale(loss).backward()
                     scaler.step(optimiser)
                     scaler.update()
-                self.after_step(self.head, step)
-                self.loss_history.append(float(loss.detach()))
+                self.after_step(self.head_, step)
+                batch_rows += len(rows)
+                self.history_.append({"step": step, "loss": float(loss.detach()),
+                                      **{name: float(term.detach()) for name, term in terms.items()}})
+        self.teacher_forward_passes_ = {"none": 0, "cached-views": len(batch.teacher), "every-batch": batch_rows}[self.teacher_use]
         return self
 
-    def predict(self, query_ids: Any) -> torch.Tensor:
+    def predict(self, query: StudentItems) -> torch.Tensor:
         """``(n_query, n_way)`` logits."""
-        inputs = self.context.frozen_outputs(np.asarray(query_ids), [0], self.training.train_layers).flatten(0, 1)
+        query = as_items(query, self)
+        inputs = query.context.frozen_outputs(query.ids, [0], self.settings.train_layers).flatten(0, 1)
         with torch.no_grad():
-            return self.logits(self.head, self.student_features(inputs.to(self.context.device))).float().cpu()
+            return self.logits(self.head_, self.student_features(inputs.to(query.context.device))).float().cpu()
 
     def describe(self) -> dict[str, Any]:
-        return {"method": type(self).__name__, "training": asdict(self.training)}
+        return {"method": type(self).__name__, "training": asdict(self.settings)}
 
 
-def nearest_mean_layer(features: torch.Tensor, labels: torch.Tensor, n_way: int, scale: float = 1.0) -> nn.Linear:
-    """A linear layer equal to ``scale`` x nearest class mean's scores (``w_c = 2 s m_c``, ``b_c = -s |m_c|^2``).
-
-    ``features`` ``(N, d)``. On L2-normalised features squared distances are at most 4, so a
-    ``scale`` (inverse temperature) near 10 starts cross-entropy from confident, not uniform, logits.
-    """
-    one_hot = F.one_hot(labels, n_way).float()
-    means = (one_hot.T @ features) / one_hot.sum(0, keepdim=True).T
-    layer = nn.Linear(features.shape[1], n_way)
-    with torch.no_grad():
-        layer.weight.copy_(2 * scale * means)
-        layer.bias.copy_(-scale * (means**2).sum(1))
-    return layer
+__all__ = ["StudentItems", "StudentMethod", "TaskBatch", "TrainingSettings", "as_items", "check_device", "nearest_mean_layer", "task_seed"]

@@ -16,9 +16,10 @@ For one task:
    features (:meth:`TCS.folded`): no cost over the bare student.
 
 Ablations: ``basis="random-orthogonal"``, ``pca_features`` (a basis fitted on unrelated
-images' teacher features), ``selection=False``. ``transductive=True`` also fits the coordinate
-system on, and mimics the teacher on, the unlabelled query images; training then happens in
-``predict`` (it needs the queries) and is recorded as predict time.
+images' teacher features), ``selection=False``. ``fit(support, labels, unlabelled=query)``
+also fits the coordinate system on, and mimics the teacher on, the unlabelled query images;
+``transductive=True`` asks the evaluator to pass the queries that way (the training is then
+fit time, like every other method's).
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from tcs_fewshot.errors import TcsFewshotError
+from tcs_fewshot.methods.closed_form import ridge_projector
 from tcs_fewshot.methods.coordinates import CoordinateSystem, lsh_codes, random_planes
-from tcs_fewshot.methods.student_context import StudentContext
 from tcs_fewshot.methods.student_training import (
+    StudentItems,
     StudentMethod,
     TaskBatch,
     TrainingSettings,
@@ -67,23 +69,10 @@ class CoordinateHead(nn.Module):
         return layer
 
 
-def ridge_projector(features: torch.Tensor, targets: torch.Tensor, ridge: float = 1e-2) -> nn.Linear:
-    """The least-squares linear map ``(N, d) -> (N, k)`` (with bias), the projector's starting point."""
-    inputs = torch.cat([features, torch.ones(len(features), 1)], 1).double()
-    gram = inputs.T @ inputs + ridge * torch.eye(inputs.shape[1], dtype=torch.float64)
-    solution = torch.linalg.solve(gram, inputs.T @ targets.double()).float()  # (d + 1, k)
-    layer = nn.Linear(features.shape[1], targets.shape[1])
-    with torch.no_grad():
-        layer.weight.copy_(solution[:-1].T)
-        layer.bias.copy_(solution[-1])
-    return layer
-
-
 class TCS(StudentMethod):
     """Tailored-coordinate-system distillation on one task (see the module docstring).
 
     Args:
-        context: Images, cached teacher features and the initial student.
         training: The shared loop's settings (steps, learning rate, which layers train).
         components: At most this many coordinates (``k``); the task's rank may give fewer.
         explained_variance: Keep the fewest components reaching this fraction of variance (1: off).
@@ -96,70 +85,61 @@ class TCS(StudentMethod):
         hash_bits: Hash functions of ``elsh``.
         selection: Iterative feature selection on or off; ``prune_start``, ``prune_every``,
             ``prune_fraction``, ``min_components`` set its schedule (steps, steps, fraction, count).
-        transductive: Also use the unlabelled query images (see the module docstring).
+        transductive: Ask the evaluator for ``fit(..., unlabelled=query ids)`` (see the module docstring).
+
+    ``fit``/``predict`` take :class:`StudentItems` (``context.items(ids)``: the images, cached
+    teacher features and initial student come with them). Fitted state: ``context_``, ``trainable_``, ``head_``, ``system_`` (the task's :class:`CoordinateSystem`),
+    ``targets_`` (the teacher features in its coordinates), ``history_`` (per step: ``loss``,
+    ``ce``, ``mimic``), ``teacher_forward_passes_``.
     """
 
-    def __init__(self, context: StudentContext, training: TrainingSettings | None = None, *, components: int = 32,
+    accepts_unlabelled = True
+
+    def __init__(self, training: TrainingSettings | None = None, *, components: int = 32,
                  explained_variance: float = 1.0, scale: str = "spectrum", basis: str = "pca",
                  pca_features: np.ndarray | None = None, mimic_loss: str = "mse", mimic_weight: float = 1.0,
                  ce_weight: float = 1.0, hash_bits: int = 256, selection: bool = True, prune_start: int = 20,
                  prune_every: int = 10, prune_fraction: float = 0.1, min_components: int = 4,
                  transductive: bool = False) -> None:
-        super().__init__(context, training)
-        if mimic_loss not in MIMIC_LOSSES:
-            raise TcsFewshotError(f"unknown mimic loss '{mimic_loss}'; choose one of {', '.join(MIMIC_LOSSES)}")
-        if not 0 <= prune_fraction < 1 or prune_every < 1:
-            raise TcsFewshotError(f"prune_fraction must be in [0, 1) and prune_every >= 1; got {prune_fraction}, {prune_every}")
+        super().__init__(training)
         self.components, self.explained_variance, self.scale, self.basis = components, explained_variance, scale, basis
-        self.pca_features = None if pca_features is None else torch.as_tensor(np.asarray(pca_features), dtype=torch.float32)
+        self.pca_features = pca_features
         self.mimic_loss, self.mimic_weight, self.ce_weight, self.hash_bits = mimic_loss, mimic_weight, ce_weight, hash_bits
         self.selection, self.prune_start, self.prune_every = selection, prune_start, prune_every
         self.prune_fraction, self.min_components, self.transductive = prune_fraction, min_components, transductive
-        self._support: tuple[np.ndarray, np.ndarray] | None = None
 
-    def fit(self, support_ids: Any, support_labels: Any) -> TCS:
-        if self.transductive:  # training waits for the queries
-            self._support = (np.asarray(support_ids), np.asarray(support_labels))
-            return self
-        return super().fit(support_ids, support_labels)
+    def validate(self) -> None:
+        super().validate()
+        if self.mimic_loss not in MIMIC_LOSSES:
+            raise TcsFewshotError(f"unknown mimic loss '{self.mimic_loss}'; choose one of {', '.join(MIMIC_LOSSES)}")
+        if not 0 <= self.prune_fraction < 1 or self.prune_every < 1:
+            raise TcsFewshotError(f"prune_fraction must be in [0, 1) and prune_every >= 1; got {self.prune_fraction}, {self.prune_every}")
 
-    def predict(self, query_ids: Any) -> torch.Tensor:
-        if self.transductive:
-            if self._support is None:
-                raise RuntimeError("predict called before fit")
-            self._unlabelled = np.asarray(query_ids)
-            super().fit(*self._support)  # StudentMethod.fit: thread setting, then _fit
-        return super().predict(query_ids)
-
-    def task_batch(self, support_ids: np.ndarray, support_labels: np.ndarray) -> TaskBatch:
-        batch = super().task_batch(support_ids, support_labels)
-        if not self.transductive:
-            return batch
-        views = self.context.view_ids(self.training.augmented_views)
-        ids = self._unlabelled
-        inputs = self.context.frozen_outputs(ids, views, self.training.train_layers).flatten(0, 1)
-        teacher = torch.from_numpy(self.context.teacher_features(ids, views).reshape(len(ids) * len(views), -1))
-        self.teacher_forward_passes += len(ids) * len(views)
-        unlabelled = torch.full((len(teacher),), -1, dtype=torch.int64)  # ignored by cross-entropy
-        return TaskBatch(torch.cat([batch.inputs, inputs]), torch.cat([batch.labels, unlabelled]),
-                         torch.cat([batch.teacher, teacher]), batch.n_way)
+    def fit(self, support: StudentItems, support_labels: Any, unlabelled: StudentItems | None = None) -> TCS:
+        """Train on the support items; with ``unlabelled`` (e.g. the queries) fit the coordinates on, and
+        mimic the teacher on, those too. ``transductive=True`` refuses a fit without them."""
+        if self.transductive and unlabelled is None:
+            raise TcsFewshotError("transductive TCS fits on the unlabelled queries: "
+                                  "call fit(support, labels, unlabelled=context.items(query_ids))")
+        return super().fit(support, support_labels, unlabelled)
 
     def build_head(self, batch: TaskBatch, features: torch.Tensor) -> CoordinateHead:
-        generator = self.task_generator
-        fitting = self.pca_features if self.pca_features is not None else batch.teacher
-        self.system = CoordinateSystem.fit(fitting, self.components, self.explained_variance, self.scale, self.basis, generator)
-        self.targets = self.system.coordinates(batch.teacher)
+        generator = self.task_generator_
+        fitting = batch.teacher if self.pca_features is None else torch.as_tensor(np.asarray(self.pca_features), dtype=torch.float32)
+        self.system_ = CoordinateSystem.fit(fitting, self.components, self.explained_variance, self.scale, self.basis, generator)
+        self.targets_ = self.system_.coordinates(batch.teacher)
         labelled = batch.labels >= 0
-        projector = ridge_projector(features, self.targets)
+        projector = ridge_projector(features, self.targets_)
         with torch.no_grad():
             coordinates = projector(features)
         head = CoordinateHead(projector, nearest_mean_layer(coordinates[labelled], batch.labels[labelled], batch.n_way))
         if self.mimic_loss == "elsh":
-            self.planes = random_planes(self.hash_bits, self.system.components, generator)
-            self._hashed_for = None
+            self.planes_ = random_planes(self.hash_bits, self.system_.components, generator)
+            self.hashed_for_ = None
         return head
 
-    def loss(self, head: CoordinateHead, features: torch.Tensor, batch: TaskBatch, rows: torch.Tensor, step: int) -> torch.Tensor:
+    def loss(self, head: CoordinateHead, features: torch.Tensor, batch: TaskBatch, rows: torch.Tensor,
+             step: int) -> dict[str, torch.Tensor]:
         coordinates = head.projector(features)
         labels = batch.labels[rows]
         if (labels >= 0).any():
@@ -173,14 +153,14 @@ class TCS(StudentMethod):
                 head.relevance += mask_gradient.abs().detach()
         selected = head.selected.bool()
         if self.mimic_loss == "mse":
-            mimic = F.mse_loss(coordinates[:, selected], self.targets[rows][:, selected])
+            mimic = F.mse_loss(coordinates[:, selected], self.targets_[rows][:, selected])
         else:
-            planes = self.planes * head.selected  # hashes see only the selected coordinates
-            if self._hashed_for != int(head.selected.sum()):  # re-hash the targets after each pruning
-                self.offsets, self.codes = lsh_codes(self.targets, planes)
-                self._hashed_for = int(head.selected.sum())
-            mimic = F.binary_cross_entropy_with_logits(coordinates @ planes.T + self.offsets, self.codes[rows])
-        return self.ce_weight * classification + self.mimic_weight * mimic
+            planes = self.planes_ * head.selected  # hashes see only the selected coordinates
+            if self.hashed_for_ != int(head.selected.sum()):  # re-hash the targets after each pruning
+                self.offsets_, self.codes_ = lsh_codes(self.targets_, planes)
+                self.hashed_for_ = int(head.selected.sum())
+            mimic = F.binary_cross_entropy_with_logits(coordinates @ planes.T + self.offsets_, self.codes_[rows])
+        return {"ce": self.ce_weight * classification, "mimic": self.mimic_weight * mimic}
 
     def after_step(self, head: CoordinateHead, step: int) -> None:
         if not self.selection or step < self.prune_start or (step - self.prune_start) % self.prune_every:
@@ -195,14 +175,14 @@ class TCS(StudentMethod):
         return self.folded_layer(features)
 
     def folded_layer(self, features: torch.Tensor) -> torch.Tensor:
-        if getattr(self, "_folded_for", None) is not self.head:
-            self._folded, self._folded_for = self.head.folded(), self.head
-        return self._folded(features)
+        if getattr(self, "folded_for_", None) is not self.head_:
+            self.folded_, self.folded_for_ = self.head_.folded(), self.head_
+        return self.folded_(features)
 
     @property
     def selected_components(self) -> int:
         """Coordinates still selected after the last task's pruning."""
-        return int(self.head.selected.sum())
+        return int(self.head_.selected.sum())
 
     def describe(self) -> dict[str, Any]:
         settings = {key: getattr(self, key) for key in (

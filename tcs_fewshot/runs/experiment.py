@@ -27,7 +27,7 @@ from tcs_fewshot.runs.method_setup import (
 )
 from tcs_fewshot.stats.class_ci import classes_by_checksum, with_class_ci
 from tcs_fewshot.stats.accuracy import paired, summary
-from tcs_fewshot.methods.registry import method_kind
+from tcs_fewshot.methods.registry import entry, is_headline, method_kind
 from tcs_fewshot.cache.feature_cache import FeatureCache
 from tcs_fewshot.data.features import FeatureSet, load_features_file
 from tcs_fewshot.models.pixels import pixel_features
@@ -137,10 +137,10 @@ class RunResult:
 
     @property
     def gap_lines(self) -> list[str]:
-        """For each TCS method (``tcs*``, ``*@tcs``): the share of the student-ncm-to-ncm gap it closed, one sentence."""
+        """For each headline (TCS) method of the registry: the share of the student-ncm-to-ncm gap it closed, one sentence."""
         from tcs_fewshot.stats.accuracy import gap_line
 
-        names = [name for name in dict.fromkeys(self.records["method"]) if name.startswith("tcs") or name.endswith("@tcs")]
+        names = [name for name in dict.fromkeys(self.records["method"]) if is_headline(name)]
         return [line for line in (gap_line(self.records, name) for name in names) if line]
 
 
@@ -269,9 +269,10 @@ def silent_fallbacks(config: RunConfig, kinds: dict[str, str], mean: np.ndarray 
                      data: BenchmarkData | None) -> list[str]:
     """One line per default the run chose from the data rather than from its settings."""
     fallbacks = []
-    if "simpleshot" in config.methods and mean is None:
-        why = "pFSL evaluates every class" if config.protocol == "pfsl" else "no base split disjoint from the evaluated classes"
-        fallbacks.append(f"simpleshot centres on each task's support mean ({why})")
+    for name in config.methods:
+        if entry(name).uses_base_mean and mean is None:
+            why = "pFSL evaluates every class" if config.protocol == "pfsl" else "no base split disjoint from the evaluated classes"
+            fallbacks.append(f"{name} centres on each task's support mean ({why})")
     return fallbacks
 
 
@@ -352,11 +353,11 @@ def run_experiment(config: RunConfig, run_dir: str | Path | None = None, progres
 
 
 def student_options(config: RunConfig) -> StudentOptions:
-    """The :class:`StudentOptions` of a run config (``transductive`` reaches every TCS variant)."""
+    """The :class:`StudentOptions` of a run config (``transductive`` reaches every method whose entry accepts it)."""
     options = {name: dict(values) for name, values in config.method_options.items()}
     if config.transductive:
         for name in config.methods:
-            if name.startswith("tcs"):
+            if entry(name).transductive:
                 options.setdefault(name, {})["transductive"] = True
     return StudentOptions(config.student, config.student_checkpoint, config.student_image_size, config.student_views,
                           dict(config.training), options, init=config.student_init, weights=config.student_weights,

@@ -1,14 +1,15 @@
 """Turn a run's method names into method objects and the inputs each consumes.
 
-Probes get the teacher's cached features, ``pixel-ncm`` raw pixels, and student methods item ids
-plus one shared :class:`StudentContext` (so the frozen student and the teacher's views are
-computed once per image view for all of them).
+What a method is handed follows its registry entry's ``consumes``: the teacher's cached
+features, raw pixels, or item ids; methods consuming item ids share one
+:class:`StudentContext` (so the frozen student and the teacher's views are computed once per
+image view for all of them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +17,21 @@ import numpy as np
 
 from tcs_fewshot.defaults import DEFAULT_STUDENT
 from tcs_fewshot.errors import TcsFewshotError
-from tcs_fewshot.methods import build_probe
 from tcs_fewshot.methods.registry import (
-    PIXEL_METHODS,
-    build_student_method,
-    method_kind,
+    FEATURES,
+    IMAGES,
+    PIXELS,
+    MethodInputs,
+    build_method,
+    entry,
     training_settings,
 )
+from tcs_fewshot.methods.student_training import check_device
 from tcs_fewshot.data.features import FeatureSet
 
 PIXEL_SIDE = 16  # pixel-ncm's input: the 16x16x3 image of pixel_features' default
 UNRELATED_ITEMS = 512  # images of the other benchmark that fit the tcs-unrelated basis
+DEPLOYED_NETWORK = {FEATURES: "teacher", PIXELS: "pixels", IMAGES: "student"}  # what makes predictions at inference
 
 
 @dataclass(frozen=True)
@@ -64,28 +69,32 @@ def build_methods(names: Sequence[str], features: FeatureSet, base_mean: np.ndar
                   unrelated: Callable[[], np.ndarray] | None = None, evaluated_split: str = "test") -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """``(methods, inputs, settings)`` for :func:`evaluate`: objects, ``{name: ids -> inputs}``, manifest record.
 
-    ``data``/``teacher``/``cache`` are needed only by pixel and student methods; ``unrelated``
-    gives the teacher features of unrelated images for ``tcs-unrelated`` (called only then).
-    ``evaluated_split`` is the split the tasks come from (``all`` under pFSL), which a
-    ``<method>@<objective>`` student must not have been distilled or validated on.
+    Each method is built by its registry entry from one :class:`MethodInputs`, and gets the
+    inputs its entry says it consumes. ``data``/``teacher``/``cache`` are needed only by pixel
+    and student methods; ``unrelated`` gives the teacher features of unrelated images for an
+    entry that fits a basis on them (called only then). ``evaluated_split`` is the split the
+    tasks come from (``all`` under pFSL), which a ``<method>@<objective>`` student must not have
+    been distilled or validated on.
     """
-    kinds = {name: method_kind(name) for name in names}
+    entries = {name: entry(name) for name in names}
+    kinds = {name: value.consumes for name, value in entries.items()}
     methods: dict[str, Any] = {}
     inputs: dict[str, Any] = {}
     settings: dict[str, Any] = {}
-    needs_images = [name for name, kind in kinds.items() if kind != "features"]
-    if needs_images and (data is None or (teacher is None and "student" in kinds.values())):
+    needs_images = [name for name, kind in kinds.items() if kind != FEATURES]
+    if needs_images and (data is None or (teacher is None and IMAGES in kinds.values())):
         raise TcsFewshotError(f"method '{needs_images[0]}' needs benchmark images and a teacher; run it on a benchmark, not --features")
-    context = training = None
+    context = None
     student = student or StudentOptions()
-    unknown = sorted(set(student.options) - {name for name, kind in kinds.items() if kind == "student"})
+    unknown = sorted(set(student.options) - {name for name, kind in kinds.items() if kind == IMAGES})
     if unknown:
         raise TcsFewshotError(f"options given for '{unknown[0]}', which is not a student method of this run")
+    shared = MethodInputs(base_mean=base_mean, unrelated_features=unrelated)
     contexts: dict[str | None, Any] = {}  # distillation objective (None: the student as built) -> context
-    if "student" in kinds.values():
+    if IMAGES in kinds.values():
         context = student_context(data, teacher, cache, student, seed)
         contexts[None] = context
-        training = training_settings(dict(student.training))
+        shared = replace(shared, training=training_settings(dict(student.training)))
         settings["student"] = {**context.describe(), "training": dict(student.training)}
         for objective in dict.fromkeys(name.partition("@")[2] for name in names if "@" in name):
             if evaluated_split == "all":
@@ -93,29 +102,37 @@ def build_methods(names: Sequence[str], features: FeatureSet, base_mean: np.ndar
                                       "run <method>@<objective> methods under the episodic protocol")
             contexts[objective], settings[f"student@{objective}"] = distilled_context(
                 data, teacher, cache, student, seed, objective, evaluated_split)
-    pixels = None
+    # What each kind of method is handed, made once per run (one function per student context,
+    # so the evaluator builds each task's inputs once for all methods sharing them).
+    consumed: dict[tuple[str, str | None], Any] = {}
     for name, kind in kinds.items():
-        if kind == "features":
-            methods[name], inputs[name] = build_probe(name, base_mean), features
-        elif kind == "pixels":
-            if pixels is None:
-                from tcs_fewshot.models.pixels import pixel_features
-
-                pixels = pixel_features(data)
-            methods[name], inputs[name] = PIXEL_METHODS[name].build(), pixels
-        else:
-            extra = unrelated() if name == "tcs-unrelated" else None
-            objective = name.partition("@")[2] or None
-            methods[name] = build_student_method(name, contexts[objective], training, dict(student.options.get(name, {})), extra)
-            inputs[name] = _item_ids
+        objective = (name.partition("@")[2] or None) if kind == IMAGES else None
+        if (kind, objective) not in consumed:
+            consumed[(kind, objective)] = method_inputs(kind, features, data, contexts.get(objective))
+        own = replace(shared, options=dict(student.options.get(name, {})))
+        methods[name], inputs[name] = build_method(name, own), consumed[(kind, objective)]
+        if kind == IMAGES:
+            check_device(own.training, student.device)  # refused now, not as a failure on every task
             settings[name] = methods[name].describe()
     costs: dict[str, dict[str, Any]] = {}
     for name, kind in kinds.items():
-        network = {"features": "teacher", "pixels": "pixels"}.get(kind, "student")
+        network = DEPLOYED_NETWORK[kind]
         if network not in costs:
             costs[network] = deployed_cost(network, teacher, context.student if context else None, data)
         settings.setdefault(name, {})["deployed"] = costs[network]
     return methods, inputs, settings
+
+
+def method_inputs(kind: str, features: FeatureSet, data: Any, context: Any = None) -> Any:
+    """What the evaluator hands methods that consume ``kind``: teacher features, raw pixels, or
+    ``ids -> StudentItems`` of ``context`` (the ids with the images and teacher views)."""
+    if kind == FEATURES:
+        return features
+    if kind == PIXELS:
+        from tcs_fewshot.models.pixels import pixel_features
+
+        return pixel_features(data)
+    return context.items
 
 
 def deployed_cost(network: str, teacher: Any, student: Any, data: Any) -> dict[str, Any]:
@@ -140,11 +157,6 @@ def deployed_cost(network: str, teacher: Any, student: Any, data: Any) -> dict[s
     crop = int(teacher.transform(Image.new("RGB", (256, 256))).shape[-1])
     return {"network": "teacher", "flops_per_image": flops_per_image(teacher.model, crop),
             "parameters": count_parameters(teacher.model), "image_size": crop}
-
-
-def _item_ids(item_ids: np.ndarray) -> np.ndarray:
-    """Student methods take the ids themselves (they load images and teacher views on their own)."""
-    return np.asarray(item_ids)
 
 
 def initial_student(data: Any, options: StudentOptions, seed: int) -> Any:

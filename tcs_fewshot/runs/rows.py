@@ -9,8 +9,8 @@ Nothing here touches a run directory: the evaluator alone stores rows.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,25 @@ def task_index_of(item: Task | Episode) -> int:
     return item.task_index if isinstance(item, Episode) else item.index
 
 
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``count`` torch threads (what a method's ``fit_threads()`` asks for), then restore.
+
+    The runner sets the process-wide count, not the method: ``None`` leaves it as it is.
+    """
+    if count is None:
+        yield
+        return
+    import torch  # only here: the evaluator itself runs without torch (features-only runs)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def run_method(method: Any, episode: Episode, measure_memory: bool) -> dict[str, Any]:
     """Fit and predict one method on one episode; a failure is returned as a row, never raised.
 
@@ -79,7 +98,10 @@ def run_method(method: Any, episode: Episode, measure_memory: bool) -> dict[str,
         # a /proc read every 2 ms.
         with PeakMemory() if measure_memory else nullcontext() as peak:
             started = time.perf_counter()
-            method.fit(episode.support_inputs, episode.support_labels)
+            # A transductive method also fits on the queries' inputs (never their labels).
+            unlabelled = {"unlabelled": episode.query_inputs} if getattr(method, "transductive", False) else {}
+            with torch_threads(method.fit_threads() if hasattr(method, "fit_threads") else None):
+                method.fit(episode.support_inputs, episode.support_labels, **unlabelled)
             fitted = time.perf_counter()
             predictions = method.predict(episode.query_inputs)
             predicted = time.perf_counter()
@@ -107,12 +129,17 @@ class _Episodes:
         self.item, self.inputs = item, inputs
         self._built: dict[int, Episode] = {}
 
-    def for_method(self, name: str) -> Episode:
-        if isinstance(self.item, Episode):
-            return self.item
+    def inputs_for(self, name: str) -> Callable[[np.ndarray], Any]:
+        """The function ``ids -> inputs`` of method ``name``."""
         inputs = self.inputs[name] if isinstance(self.inputs, Mapping) else self.inputs
         if inputs is None:
             raise TcsFewshotError("tasks name items by id: pass inputs= (a FeatureSet or a function ids -> inputs)")
+        return inputs
+
+    def for_method(self, name: str) -> Episode:
+        if isinstance(self.item, Episode):
+            return self.item
+        inputs = self.inputs_for(name)
         if id(inputs) not in self._built:
             self._built[id(inputs)] = Episode.from_task(self.item, inputs)
         return self._built[id(inputs)]
@@ -136,7 +163,7 @@ def task_rows(
         measure_memory: Also record ``peak_memory_mb`` (torch-aware, sampled during the timed pass).
     """
     episodes = _Episodes(item, inputs)
-    warm_up_failures = warm_up(item, method_names, methods)
+    warm_up_failures = warm_up(item, method_names, methods, episodes)
     # Every store column, None where it does not apply: fresh rows look like rows read back on resume.
     base = {**dict.fromkeys(COLUMN_NAMES), **spec_columns, "task_index": task_index_of(item),
             "task_checksum": item.checksum}
@@ -145,8 +172,12 @@ def task_rows(
             for name in method_names]
 
 
-def warm_up(item: Task | Episode, method_names: Sequence[str], methods: Mapping[str, Any]) -> dict[str, dict]:
-    """Call ``warm_up(ids)`` (support then query ids) of every method that has one, before any clock.
+def warm_up(item: Task | Episode, method_names: Sequence[str], methods: Mapping[str, Any],
+            episodes: _Episodes) -> dict[str, dict]:
+    """Call ``warm_up(inputs)`` of every method that has one, before any clock.
+
+    ``inputs`` are the method's inputs of the task's support then query ids (the ids
+    themselves for a method whose inputs function returns them, ``StudentItems`` for ours).
 
     Shared per-task work (frozen student outputs, cache fills) is then paid here, not by
     whichever method happens to run first, so a method's time does not depend on the order.
@@ -160,8 +191,9 @@ def warm_up(item: Task | Episode, method_names: Sequence[str], methods: Mapping[
         hook = getattr(methods[name], "warm_up", None)
         if hook is None:
             continue
+        inputs = episodes.inputs_for(name)  # no inputs= is the caller's error: raised, as before
         try:
-            hook(ids)
+            hook(inputs(ids))
         except Exception as error:  # noqa: BLE001  # recorded as that method's failure, as in run_method
             message = " ".join(f"warm_up: {type(error).__name__}: {error}".split())
             failures[name] = {"n_query": len(item.query_ids), "accuracy": None, "failure": message[:500]}
