@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from tcs_fewshot.checksums import file_sha256
-from tcs_fewshot.data.benchmarks import BenchmarkData, load_benchmark, open_benchmark, usable_check
+from tcs_fewshot.data.benchmarks import BenchmarkData, load_benchmark, open_and_load
 from tcs_fewshot.data.images import DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS, ImageOptions
 from tcs_fewshot.data.digits import load_digits_benchmark
 from tcs_fewshot.data.index import LabelIndex
@@ -193,8 +193,9 @@ def load_run_inputs(config: RunConfig, progress: bool = False, check: bool = Fal
         return RunInputs((index, features, {"features_file_sha256": file_sha256(config.features)}))
     if config.benchmark == "digits":
         return RunInputs((*load_digits_benchmark(), {"benchmark": "digits"}))
-    checked = usable_check(config.benchmark, config.root, config.split_file, config.scheme) if check else {"skipped": True}
-    data = _benchmark_data(config)
+    # One adapter checks and loads, so what both read (emoji's catalog and styles) is read once.
+    data, checked = open_and_load(config.benchmark, config.root, config.scheme, config.split_file, image_options(config),
+                                  check=check)
     checked["counts"] = data.index.split_counts()
     build = data.manifest.get("build", {})
     provenance = {
@@ -367,8 +368,7 @@ def student_options(config: RunConfig) -> StudentOptions:
 def unrelated_features(config: RunConfig, loaded: RunInputs) -> np.ndarray:
     """``(UNRELATED_ITEMS, D)`` teacher features of another embedded benchmark (glyphs, or emoji for glyphs)."""
     other = "emoji" if config.benchmark == "glyphs" else "glyphs"
-    adapter, root = open_benchmark(other, None, None)
-    data = adapter.load(root, None)
+    data = load_benchmark(other)
     rng = np.random.default_rng(0)
     ids = np.sort(rng.choice(data.index.item_ids, size=min(UNRELATED_ITEMS, len(data.index.item_ids)), replace=False))
     return loaded.cache.features(loaded.teacher, data, ids, views=[0])[:, 0]
