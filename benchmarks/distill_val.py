@@ -59,6 +59,8 @@ CONFIGS = {
     "tcs k=1280 ridge": ("tcs", {"components": 1280, "ce_weight": 0.0, "head_init": "ridge"}),
     "tcs k=1280 whiten ridge": ("tcs", {"components": 1280, "scale": "whiten", "ce_weight": 0.0, "head_init": "ridge"}),
     "fitnets ridge": ("fitnets", {"ce_weight": 0.0, "head_init": "ridge"}),
+    "tcs k=64 + ce ridge": ("tcs", {"head_init": "ridge"}),
+    "tcs k=1280 + ce ridge": ("tcs", {"components": 1280, "head_init": "ridge"}),
 }
 
 
