@@ -35,6 +35,7 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 
 def main() -> None:
+    rev = revision()  # the code that runs, not the checkout's state when the file is written
     executable = Path(sys.executable).with_name("tcs-fewshot")
     with tempfile.TemporaryDirectory(prefix="tcs-default-run-") as home:
         env = {**os.environ, "TCS_FEWSHOT_DATA": str(Path(home) / "data")}
@@ -48,7 +49,7 @@ def main() -> None:
         ("same command again (resume: everything stored)", again),
     ]
     lines = ["# The default run on this machine", "",
-             f"Revision: `{revision()}`. Machine: {cpu_model()}, {os.cpu_count()} cores. Command: `tcs-fewshot run --shots 5` "
+             f"Revision: `{rev}`. Machine: {cpu_model()}, {os.cpu_count()} cores. Command: `tcs-fewshot run --shots 5` "
              f"(5-way 5-shot, 600 tasks, emoji, default methods) in an empty data home.", "",
              f"Load average at the end: {load:.1f} (other jobs shared the cores; CPU seconds are the "
              "process's own, and their half is what it would need with both cores to itself).", "",
