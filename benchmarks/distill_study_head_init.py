@@ -33,7 +33,7 @@ BASE = {"epochs": 12, "ce_weight": 0.0}
 FITNETS = ["student-ncm@fitnets", "tcs@fitnets"]
 TCS = ["student-ncm@tcs", "tcs@tcs"]
 RUNS = {  # name -> (distill table, methods)
-    "random": (BASE, ["ncm", "student-ncm", *FITNETS]),
+    "random": ({**BASE, "head_init": "random"}, ["ncm", "student-ncm", *FITNETS]),
     "ridge1280": ({**BASE, "head_init": "ridge", "components": 1280}, ["ncm", "student-ncm", *FITNETS, *TCS]),
     "ridge64": ({**BASE, "head_init": "ridge"}, ["ncm", "student-ncm", *TCS]),
 }
