@@ -180,3 +180,47 @@ def test_the_student_key_ignores_settings_the_objective_does_not_read(setup):
     assert key("fitnets") == key("fitnets", components=8, scale="whiten")
     assert key("kd") != key("kd", temperature=2.0)
     assert key("kd") == key("kd", head_init="random", components=8)
+
+
+def test_a_run_with_a_distilled_student_resumes_once_the_cache_serves_it(tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from cli_invoke import invoke
+
+    from tcs_fewshot.reports.compare import load_runs
+
+    root = tmp_path / "shapes"
+    for c in range(9):  # 9 classes x 6 noisy coloured images, split 3/3/3
+        (root / "images" / f"class{c}").mkdir(parents=True)
+        colour = np.random.default_rng(c).integers(20, 236, size=3)
+        for i in range(6):
+            noise = np.random.default_rng(100 * c + i).integers(-30, 31, size=(24, 24, 3))
+            Image.fromarray((colour + noise).clip(0, 255).astype(np.uint8)).save(root / "images" / f"class{c}" / f"{i}.png")
+    (root / "splits.json").write_text(json.dumps({"train": [f"class{c}" for c in range(3)],
+                                                  "val": [f"class{c}" for c in range(3, 6)],
+                                                  "test": [f"class{c}" for c in range(6, 9)]}))
+    (tmp_path / "run.toml").write_text("[distill]\nepochs = 1\nbatch_size = 8\ncomponents = 4\nval_tasks = 0\n")
+    monkeypatch.setenv("TCS_FEWSHOT_DATA", str(tmp_path / "data"))
+    args = ["run", "--config", str(tmp_path / "run.toml"), "--benchmark", "folder", "--root", str(root / "images"),
+            "--split-file", str(root / "splits.json"), "--student", "conv4-8", "--student-init", "scratch",
+            "--student-image-size", "24", "--ways", "3", "--shots", "2", "--queries", "2", "--tasks", "2",
+            "--methods", "ncm,student-ncm@tcs", "--no-progress", "--out", str(tmp_path / "out")]
+    first = invoke(args)
+    assert first.exit_code == 0, first.stderr
+    def accuracies():
+        records = load_runs([tmp_path / "out"])[0].records
+        return records.sort_values(["method", "task_index"])[["method", "task_index", "accuracy"]].to_numpy().tolist()
+
+    before = accuracies()
+    assert len(before) == 4  # 2 tasks x (ncm, student-ncm@tcs)
+    again = invoke(args)  # the distilled student now comes from the cache: the same run, resumed
+    assert again.exit_code == 0, again.stderr
+    assert accuracies() == before
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert len(manifest["sessions"]) == 2
+    (tmp_path / "run.toml").write_text("[distill]\nepochs = 2\nbatch_size = 8\ncomponents = 4\nval_tasks = 0\n")
+    changed = invoke(args)  # another distillation is another student: refused in one line
+    assert changed.exit_code == 2 and "student-ncm@tcs" in changed.stderr

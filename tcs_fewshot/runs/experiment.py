@@ -247,6 +247,11 @@ STUDENT_KEYS = ("student", "student_init", "student_weights", "student_checkpoin
                 "student_views", "training", "method_options", "distill", "transductive")
 
 
+# Facts about a distilled student that belong to one session: a resumed run loads from the
+# cache the student its first session trained, and a data home can move.
+SESSION_ONLY = ("cached", "path")
+
+
 def per_method_settings(config: RunConfig, kinds: dict[str, str], built: dict[str, Any]) -> dict[str, Any]:
     """name -> what that method's numbers depend on beyond the run's tasks and data (checked per method)."""
     raw = asdict(config)
@@ -258,6 +263,8 @@ def per_method_settings(config: RunConfig, kinds: dict[str, str], built: dict[st
         if kinds[name] == "student":
             objective = name.partition("@")[2]
             own["student"] = built.get(f"student@{objective}" if objective else "student")
+            if objective:  # whether the cache served the distilled student, and where it lies, decide no number
+                own["student"] = {k: v for k, v in own["student"].items() if k not in SESSION_ONLY}
             # The base-split distillation decides only the numbers of <method>@<objective>.
             skipped = ("method_options", "transductive") + (() if objective else ("distill",))
             own["config"] = {key: raw[key] for key in STUDENT_KEYS if key not in skipped}
