@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    rev = revision()  # the code that runs, not the checkout's state when the file is written
     common = ["--epochs", str(args.epochs), "--set", "val_tasks=0"]
     with tempfile.TemporaryDirectory() as scratch:
         def command(extra: list[str]) -> list[str]:
@@ -71,7 +72,7 @@ def main() -> None:
                f"(target at most 0.75x: {'met' if tcs[2] / online[2] <= 0.75 else 'not met'}).")
     text = "\n".join([
         "# Cost of base-split distillation: TCS, KD online, KD from cached logits", "",
-        f"Revision {revision()}; machine: {cpu_model()}, {os.cpu_count()} cores (shared with other jobs: "
+        f"Revision {rev}; machine: {cpu_model()}, {os.cpu_count()} cores (shared with other jobs: "
         f"load average {os.getloadavg()[0]:.1f} at the end).",
         f"Command: `python benchmarks/distill_cost.py --epochs {args.epochs} --repeats {args.repeats}"
         f"{' --out ' + str(args.out) if args.out else ''}`; each row runs "
